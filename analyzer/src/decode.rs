@@ -1,0 +1,240 @@
+//! Reading a trace file: the one memory mapping of the analyzer, and the
+//! parallel decoding of its blocks into columns.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use memscope_schema::format::FileHeader;
+use memscope_schema::reader::block_ranges;
+use memscope_schema::{BlockDecoder, DecodeError, Record, Totals};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Event kinds, as stored in [`BlockEvents::kind`] and ordered as in
+/// `memscope_schema::tables::event_kind::ALL`.
+pub mod kind {
+    /// An allocation.
+    pub const ALLOCATION: u8 = 0;
+    /// A deallocation.
+    pub const DEALLOCATION: u8 = 1;
+    /// A reallocation.
+    pub const REALLOCATION: u8 = 2;
+    /// A type tag.
+    pub const TAG: u8 = 3;
+}
+
+/// An open trace file, memory-mapped.
+#[derive(Debug)]
+pub struct TraceFile {
+    path: PathBuf,
+    map: Mmap,
+    header: FileHeader,
+}
+
+impl TraceFile {
+    /// Opens and maps the trace at `path` and validates its header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] / [`Error::Io`] when the file cannot be opened,
+    /// [`Error::NotATrace`] for a directory, [`Error::Decode`] for a bad
+    /// header.
+    pub fn open(path: &Path) -> Result<TraceFile> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::NotATrace {
+                path: path.to_path_buf(),
+                reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
+            });
+        }
+        if meta.len() == 0 {
+            return Err(Error::Decode {
+                path: path.to_path_buf(),
+                source: DecodeError::new(0, memscope_schema::DecodeErrorKind::Empty),
+            });
+        }
+        // SAFETY: memmap2's contract is that the file is not truncated or
+        // modified while mapped. A trace is written only by its recorder,
+        // which appends into blocks and truncates only at `finish`; analyze
+        // traces after the traced program has exited. If the contract is
+        // broken the process may get SIGBUS, never a wrong answer silently
+        // built from freed memory.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = FileHeader::decode(&map)
+            .map_err(|source| Error::Decode { path: path.to_path_buf(), source })?;
+        Ok(TraceFile { path: path.to_path_buf(), map, header })
+    }
+
+    /// The trace's header.
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Decodes every block, in parallel, into per-block columns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] for the first malformed block in file order.
+    pub fn decode(&self) -> Result<Vec<BlockEvents>> {
+        let ranges =
+            block_ranges(&self.header, self.map.len() as u64).map_err(|e| self.decode_error(e))?;
+        let decoded: Vec<Option<BlockEvents>> = ranges
+            .par_iter()
+            .map(|&(offset, len)| {
+                BlockEvents::decode(&self.map[offset as usize..(offset + len) as usize], offset)
+            })
+            .collect::<Result<_, DecodeError>>()
+            .map_err(|e| self.decode_error(e))?;
+        Ok(decoded.into_iter().flatten().collect())
+    }
+
+    fn decode_error(&self, source: DecodeError) -> Error {
+        Error::Decode { path: self.path.clone(), source }
+    }
+}
+
+/// The records of one block as columns (one entry per event), plus the
+/// block's strings, thread names and markers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BlockEvents {
+    /// The block's thread.
+    pub thread_id: u32,
+    /// The block's OS thread id.
+    pub os_tid: u32,
+    /// The block's index among its thread's blocks.
+    pub seq: u32,
+    /// The block's time base (quantized).
+    pub base_q: u64,
+    /// Quantized timestamp of each event.
+    pub q: Vec<u64>,
+    /// [`kind`] of each event.
+    pub kind: Vec<u8>,
+    /// Address of each event (see `events.address`).
+    pub address: Vec<u64>,
+    /// Size in bytes (allocations, reallocations), else 0.
+    pub size: Vec<u64>,
+    /// Alignment in bytes (allocations, reallocations), else 0.
+    pub align: Vec<u64>,
+    /// Old address (reallocations), else 0.
+    pub old_address: Vec<u64>,
+    /// Whether an allocation was zero-filled.
+    pub zeroed: Vec<bool>,
+    /// String ids (type, variable) of each tag event, in event order.
+    pub tags: Vec<(u32, u32)>,
+    /// String definitions.
+    pub strings: Vec<(u32, String)>,
+    /// Thread names with their quantized timestamps.
+    pub names: Vec<(u64, String)>,
+    /// Quantized timestamp of the thread's exit record.
+    pub exit_q: Option<u64>,
+    /// The end marker, if this block holds it.
+    pub end: Option<(u64, Totals)>,
+    /// Extended records of unknown subkinds that were skipped.
+    pub skipped: u64,
+}
+
+impl BlockEvents {
+    /// Decodes one block; `None` for an unused block.
+    ///
+    /// # Errors
+    ///
+    /// The block's first malformed record or header.
+    pub fn decode(bytes: &[u8], offset: u64) -> Result<Option<BlockEvents>, DecodeError> {
+        let Some(decoder) = BlockDecoder::new(bytes, offset)? else {
+            return Ok(None);
+        };
+        let h = *decoder.header();
+        let estimate = bytes.len() / 16;
+        let mut b = BlockEvents {
+            thread_id: h.thread_id,
+            os_tid: h.os_tid,
+            seq: h.seq,
+            base_q: h.base_q,
+            q: Vec::with_capacity(estimate),
+            kind: Vec::with_capacity(estimate),
+            address: Vec::with_capacity(estimate),
+            size: Vec::with_capacity(estimate),
+            align: Vec::with_capacity(estimate),
+            old_address: Vec::with_capacity(estimate),
+            zeroed: Vec::with_capacity(estimate),
+            ..BlockEvents::default()
+        };
+        for record in decoder {
+            match record? {
+                Record::Alloc { q, address, size, align, zeroed } => {
+                    b.push(q, kind::ALLOCATION, address, size, align, 0, zeroed)
+                }
+                Record::Free { q, address } => {
+                    b.push(q, kind::DEALLOCATION, address, 0, 0, 0, false)
+                }
+                Record::Realloc { q, old_address, address, size, align } => {
+                    b.push(q, kind::REALLOCATION, address, size, align, old_address, false)
+                }
+                Record::Tag { q, address, type_name, var_name } => {
+                    b.push(q, kind::TAG, address, 0, 0, 0, false);
+                    b.tags.push((type_name, var_name));
+                }
+                Record::String { id, bytes } => {
+                    b.strings.push((id, String::from_utf8_lossy(bytes).into_owned()))
+                }
+                Record::ThreadName { q, name } => {
+                    b.names.push((q, String::from_utf8_lossy(name).into_owned()))
+                }
+                Record::ThreadExit { q } => b.exit_q = Some(q),
+                Record::End { q, totals } => b.end = Some((q, totals)),
+                Record::Unknown { .. } => b.skipped += 1,
+            }
+        }
+        Ok(Some(b))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn push(
+        &mut self,
+        q: u64,
+        kind: u8,
+        address: u64,
+        size: u64,
+        align: u64,
+        old_address: u64,
+        zeroed: bool,
+    ) {
+        self.q.push(q);
+        self.kind.push(kind);
+        self.address.push(address);
+        self.size.push(size);
+        self.align.push(align);
+        self.old_address.push(old_address);
+        self.zeroed.push(zeroed);
+    }
+
+    /// Number of events in the block.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Whether the block holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+/// All string definitions of a trace, by id.
+pub fn strings(blocks: &[BlockEvents]) -> HashMap<u32, String> {
+    blocks.iter().flat_map(|b| b.strings.iter().cloned()).collect()
+}

@@ -1,0 +1,180 @@
+/*!
+Decodes memscope traces into Arrow tables and answers SQL over them with
+DataFusion. The `memscope-analyze` binary is a thin command line over this
+library.
+
+# Brief overview
+
+A trace goes through these stages, each with its entry point:
+
+1. [`decode::TraceFile::open`] maps the file and checks its header;
+   [`decode::TraceFile::decode`] decodes its blocks in parallel (rayon).
+2. [`model::TraceData::build`] merges the threads' events into one time
+   order and [`pairing`] pairs each allocation with the event that ended it.
+3. [`tables::build`] turns the result into Arrow record batches for the
+   tables `allocations`, `events`, `threads` and `trace`, whose columns are
+   defined in `memscope_schema::tables`.
+4. [`query`] registers them with a DataFusion session and runs SQL files;
+   [`output`] prints or writes the results; [`convert`] writes the tables as
+   Parquet.
+
+[`load`] runs stages 1 to 3, and [`Input::open`] also accepts a directory
+written by `convert`.
+
+# Example
+
+```no_run
+# async fn example() -> Result<(), memscope_analyzer::error::Error> {
+use memscope_analyzer::{Input, query};
+
+let input = Input::open("trace.bin".as_ref())?;
+let ctx = input.session().await?;
+let leaks = query::SqlSource::resolve("queries/leaks.sql", 1)?;
+for result in query::run(&ctx, &leaks).await? {
+    println!("{}: {} rows", result.name, result.num_rows());
+}
+# Ok(())
+# }
+```
+*/
+
+pub mod convert;
+pub mod decode;
+pub mod error;
+pub mod model;
+pub mod output;
+pub mod pairing;
+pub mod query;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+use datafusion::prelude::SessionContext;
+
+use crate::decode::TraceFile;
+use crate::error::Result;
+use crate::model::TraceData;
+use crate::tables::TableData;
+
+/// A decoded trace with its tables and what the user should be told about
+/// it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The decoded, paired trace.
+    pub data: TraceData,
+    /// Its tables.
+    pub tables: Vec<TableData>,
+    /// Warnings for stderr (an unfinished trace, records skipped, …).
+    pub warnings: Vec<String>,
+}
+
+/// Decodes the trace at `path` and builds its tables.
+///
+/// # Errors
+///
+/// Any [`error::Error`] from opening or decoding the trace.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let file = TraceFile::open(path)?;
+    let blocks = file.decode()?;
+    let data = TraceData::build(file.header().clone(), blocks);
+    let tables = tables::build(&data)?;
+    let warnings = warnings(&data);
+    Ok(Loaded { data, tables, warnings })
+}
+
+fn warnings(data: &TraceData) -> Vec<String> {
+    let mut w = Vec::new();
+    let h = &data.header;
+    if !h.is_finished() {
+        w.push(format!(
+            "trace not finished: {} events recovered (the program was killed, crashed or is still running)",
+            data.events.len()
+        ));
+    }
+    if h.recording_failed() {
+        w.push("recording stopped early because the trace file could not grow (disk full?); later events are missing".into());
+    }
+    if let Some((_, totals)) = data.end {
+        let decoded = data.events.len() as u64;
+        if decoded < totals.events {
+            w.push(format!(
+                "the end marker counts {} events but only {decoded} were decoded; {} are missing",
+                totals.events,
+                totals.events - decoded
+            ));
+        }
+        if totals.dropped > 0 {
+            w.push(format!(
+                "{} events were dropped by the recorder (the trace file could not grow)",
+                totals.dropped
+            ));
+        }
+    }
+    if data.skipped_records > 0 {
+        w.push(format!(
+            "{} records of kinds this analyzer does not know were skipped (trace format {}.{} is newer)",
+            data.skipped_records, h.major, h.minor
+        ));
+    }
+    if data.anomalies.overlapping_allocations > 0 {
+        w.push(format!(
+            "{} allocations were at an address that was still allocated (a deallocation is missing from the trace)",
+            data.anomalies.overlapping_allocations
+        ));
+    }
+    w
+}
+
+/// What the analyzer reads: a trace file, or a directory of Parquet tables
+/// written by `convert`.
+#[derive(Debug)]
+pub enum Input {
+    /// A decoded trace.
+    Trace(Box<Loaded>),
+    /// A directory of tables.
+    Dataset(PathBuf),
+}
+
+impl Input {
+    /// Opens `path`: a directory is read as a `convert` dataset, a file as a
+    /// trace.
+    ///
+    /// # Errors
+    ///
+    /// Any error of [`load`]; [`error::Error::NotATrace`] for a directory
+    /// without tables.
+    pub fn open(path: &Path) -> Result<Input> {
+        if path.is_dir() {
+            if query::dataset_tables(path).is_empty() {
+                return Err(error::Error::NotATrace {
+                    path: path.to_path_buf(),
+                    reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
+                });
+            }
+            return Ok(Input::Dataset(path.to_path_buf()));
+        }
+        Ok(Input::Trace(Box::new(load(path)?)))
+    }
+
+    /// Warnings about the input.
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            Input::Trace(l) => &l.warnings,
+            Input::Dataset(_) => &[],
+        }
+    }
+
+    /// A DataFusion session with the input's tables registered.
+    ///
+    /// # Errors
+    ///
+    /// [`error::Error::Engine`] when a table cannot be registered or read.
+    pub async fn session(&self) -> Result<SessionContext> {
+        let ctx = query::new_session();
+        match self {
+            Input::Trace(l) => query::register_tables(&ctx, &l.tables)?,
+            Input::Dataset(dir) => query::register_dataset(&ctx, dir).await?,
+        }
+        Ok(ctx)
+    }
+}

@@ -1,0 +1,45 @@
+//! `memscope-analyze`: SQL over memscope traces.
+//!
+//! Exit codes: 0 success; 2 usage error or failing SQL; 65 malformed or
+//! unsupported trace; 66 missing input; 70 internal error; 73 output exists
+//! (use `--force`); 74 I/O error.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use memscope_analyzer::error::Error;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("memscope-analyze: error: cannot start the query runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed pipe (`| head`) is not a failure.
+            if let Some(Error::Io { source, .. }) = err.downcast_ref::<Error>()
+                && source.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            match err.downcast_ref::<Error>() {
+                // Our errors already name their cause.
+                Some(e) => {
+                    eprintln!("memscope-analyze: error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+                None => {
+                    eprintln!("memscope-analyze: error: {err:#}");
+                    ExitCode::from(70)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The decoded trace as columns: events in time order, allocations paired
+//! with their ends, threads. What the Arrow tables are built from.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use memscope_schema::format::FileHeader;
+use memscope_schema::{TimeScale, Totals};
+
+use crate::decode::{BlockEvents, kind, strings};
+use crate::pairing::{Allocations, Anomalies, pair};
+
+/// Events of the whole trace in time order, as columns of equal length.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Events {
+    /// Nanoseconds since the trace origin.
+    pub ts_ns: Vec<i64>,
+    /// Recorder thread id.
+    pub thread_id: Vec<u32>,
+    /// [`kind`] code.
+    pub kind: Vec<u8>,
+    /// Address (see `events.address`).
+    pub address: Vec<u64>,
+    /// Size in bytes for allocations and reallocations; 0 otherwise
+    /// (pairing fills in the size of freed blocks).
+    pub size: Vec<u64>,
+    /// Alignment in bytes for allocations and reallocations; 0 otherwise.
+    pub align: Vec<u64>,
+    /// Old address of reallocations; 0 otherwise.
+    pub old_address: Vec<u64>,
+    /// Whether an allocation was zero-filled.
+    pub zeroed: Vec<bool>,
+    /// For tag events, in order: (event index, type string id, variable
+    /// string id).
+    pub tags: Vec<(usize, u32, u32)>,
+}
+
+impl Events {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.ts_ns.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.ts_ns.is_empty()
+    }
+}
+
+/// One recorded thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Thread {
+    /// Recorder thread id.
+    pub thread_id: u32,
+    /// OS thread id.
+    pub os_tid: u32,
+    /// Last recorded name.
+    pub name: Option<String>,
+    /// Time of the first block, ns since origin.
+    pub start_ts_ns: i64,
+    /// Time the thread began to exit, ns since origin.
+    pub exit_ts_ns: Option<i64>,
+    /// Allocations made (reallocations included).
+    pub allocations: u64,
+    /// Bytes allocated.
+    pub allocated_bytes: u64,
+}
+
+/// A whole decoded and paired trace.
+#[derive(Clone, Debug)]
+pub struct TraceData {
+    /// The file header.
+    pub header: FileHeader,
+    /// Every event, in time order.
+    pub events: Events,
+    /// Every allocation, in the order it started.
+    pub allocations: Allocations,
+    /// For each event, the `alloc_id` it starts, ends or tags
+    /// ([`crate::pairing::NONE_U64`] when unmatched).
+    pub event_alloc_id: Vec<u64>,
+    /// What pairing could not match.
+    pub anomalies: Anomalies,
+    /// Threads by thread id.
+    pub threads: Vec<Thread>,
+    /// String definitions by id.
+    pub strings: HashMap<u32, String>,
+    /// The end marker's time (ns since origin) and totals, when finished.
+    pub end: Option<(i64, Totals)>,
+    /// Time of the last event or marker, ns since origin.
+    pub last_ts_ns: i64,
+    /// Extended records of unknown subkinds that were skipped.
+    pub skipped_records: u64,
+}
+
+impl TraceData {
+    /// Assembles decoded blocks: merges the threads' events into one time
+    /// order, pairs allocations with their ends and gathers thread facts.
+    pub fn build(header: FileHeader, mut blocks: Vec<BlockEvents>) -> TraceData {
+        let scale = TimeScale::new(&header);
+        blocks.sort_unstable_by_key(|b| (b.thread_id, b.seq));
+        let strings = strings(&blocks);
+        let mut events = merge(&blocks, &scale);
+        let paired = pair(&events);
+        events.size = paired.event_size;
+        let allocations = paired.allocations;
+
+        let mut threads: Vec<Thread> = Vec::new();
+        let mut end = None;
+        let mut last_q = 0;
+        let mut skipped_records = 0;
+        for b in &blocks {
+            if threads.last().is_none_or(|t| t.thread_id != b.thread_id) {
+                threads.push(Thread {
+                    thread_id: b.thread_id,
+                    os_tid: b.os_tid,
+                    start_ts_ns: scale.to_ns(b.base_q),
+                    ..Thread::default()
+                });
+            }
+            let t = threads.last_mut().expect("pushed above");
+            if let Some(&(_, ref name)) = b.names.iter().max_by_key(|(q, _)| *q) {
+                t.name = Some(name.clone());
+            }
+            if let Some(q) = b.exit_q {
+                t.exit_ts_ns = Some(scale.to_ns(q));
+                last_q = last_q.max(q);
+            }
+            if let Some((q, totals)) = b.end {
+                end = Some((scale.to_ns(q), totals));
+                last_q = last_q.max(q);
+            }
+            if let Some(&q) = b.q.last() {
+                last_q = last_q.max(q);
+            }
+            skipped_records += b.skipped;
+        }
+        let by_id: HashMap<u32, usize> =
+            threads.iter().enumerate().map(|(i, t)| (t.thread_id, i)).collect();
+        for i in 0..allocations.len() {
+            if let Some(&t) = by_id.get(&allocations.alloc_thread_id[i]) {
+                threads[t].allocations += 1;
+                threads[t].allocated_bytes += allocations.size[i];
+            }
+        }
+        let last_ts_ns = if last_q == 0 { 0 } else { scale.to_ns(last_q) };
+        TraceData {
+            header,
+            events,
+            allocations,
+            event_alloc_id: paired.event_alloc_id,
+            anomalies: paired.anomalies,
+            threads,
+            strings,
+            end,
+            last_ts_ns,
+            skipped_records,
+        }
+    }
+
+    /// Duration of the trace: to the end marker, or to the last record of an
+    /// unfinished trace (ns).
+    pub fn duration_ns(&self) -> i64 {
+        self.end.map_or(self.last_ts_ns, |(ts, _)| ts.max(self.last_ts_ns)).max(0)
+    }
+}
+
+/// Ordering class of an event among events of other threads with the same
+/// timestamp: deallocations (and reallocations, which free their old
+/// block) first, so that an address freed by one thread and reused by
+/// another in the same time quantum pairs correctly.
+fn class(kind: u8) -> u8 {
+    match kind {
+        kind::DEALLOCATION | kind::REALLOCATION => 0,
+        _ => 1,
+    }
+}
+
+/// Position in one thread's stream of blocks.
+struct Cursor {
+    /// Current block, and one past the thread's last block.
+    block: usize,
+    end: usize,
+    /// Next event in the current block, and next tag of the block.
+    event: usize,
+    tag: usize,
+}
+
+impl Cursor {
+    /// Skips exhausted blocks; false when the stream is done.
+    fn settle(&mut self, blocks: &[BlockEvents]) -> bool {
+        while self.block < self.end && self.event >= blocks[self.block].len() {
+            self.block += 1;
+            self.event = 0;
+            self.tag = 0;
+        }
+        self.block < self.end
+    }
+
+    /// Merge key of the next event: time, class, thread.
+    fn key(&self, blocks: &[BlockEvents]) -> (u64, u8, u32) {
+        let b = &blocks[self.block];
+        (b.q[self.event], class(b.kind[self.event]), b.thread_id)
+    }
+}
+
+/// Merges the per-thread event streams (each already in time order) into
+/// one time order. Each thread's own order is kept whatever the timestamps.
+fn merge(blocks: &[BlockEvents], scale: &TimeScale) -> Events {
+    let total: usize = blocks.iter().map(BlockEvents::len).sum();
+    let mut out = Events {
+        ts_ns: Vec::with_capacity(total),
+        thread_id: Vec::with_capacity(total),
+        kind: Vec::with_capacity(total),
+        address: Vec::with_capacity(total),
+        size: Vec::with_capacity(total),
+        align: Vec::with_capacity(total),
+        old_address: Vec::with_capacity(total),
+        zeroed: Vec::with_capacity(total),
+        tags: Vec::new(),
+    };
+    // Blocks are sorted by (thread, sequence): each thread is one run.
+    let mut cursors = Vec::new();
+    let mut i = 0;
+    while i < blocks.len() {
+        let j = i + blocks[i..].iter().take_while(|b| b.thread_id == blocks[i].thread_id).count();
+        cursors.push(Cursor { block: i, end: j, event: 0, tag: 0 });
+        i = j;
+    }
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    for (s, c) in cursors.iter_mut().enumerate() {
+        if c.settle(blocks) {
+            heap.push(Reverse((c.key(blocks), s)));
+        }
+    }
+    while let Some(Reverse((_, s))) = heap.pop() {
+        let next = heap.peek().map(|Reverse((k, _))| *k);
+        let c = &mut cursors[s];
+        // Emit from this thread for as long as it stays first.
+        while c.settle(blocks) {
+            let k = c.key(blocks);
+            if next.is_some_and(|n| n < k) {
+                heap.push(Reverse((k, s)));
+                break;
+            }
+            let b = &blocks[c.block];
+            let e = c.event;
+            if b.kind[e] == kind::TAG {
+                let (type_id, var_id) = b.tags[c.tag];
+                out.tags.push((out.ts_ns.len(), type_id, var_id));
+                c.tag += 1;
+            }
+            out.ts_ns.push(scale.to_ns(b.q[e]));
+            out.thread_id.push(b.thread_id);
+            out.kind.push(b.kind[e]);
+            out.address.push(b.address[e]);
+            out.size.push(b.size[e]);
+            out.align.push(b.align[e]);
+            out.old_address.push(b.old_address[e]);
+            out.zeroed.push(b.zeroed[e]);
+            c.event += 1;
+        }
+    }
+    out
+}

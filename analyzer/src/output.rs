@@ -1,0 +1,232 @@
+//! Writing results: aligned tables, CSV, JSON and Parquet, to stdout or to
+//! files that appear whole (written under a temporary name, then renamed)
+//! and never replace an existing file unless asked.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::csv;
+use datafusion::arrow::json;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::query::QueryResult;
+
+/// Output formats of query results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects, one per row.
+    Json,
+    /// Parquet (zstd); needs `--output`.
+    Parquet,
+}
+
+impl Format {
+    /// File extension for this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Table => "txt",
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
+/// Where results go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Standard output.
+    Stdout,
+    /// One file (exactly one result).
+    File(PathBuf),
+    /// A directory: one file per result, named after it.
+    Dir(PathBuf),
+}
+
+impl Destination {
+    /// Chooses where `count` results in `format` go, given `--output`:
+    /// stdout without it; with it, a file for one result, a directory for
+    /// several (or when the path is an existing directory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] for Parquet without `--output`, or for several CSV or
+    /// JSON results on stdout (which could not be told apart).
+    pub fn choose(output: Option<&Path>, format: Format, count: usize) -> Result<Destination> {
+        match output {
+            None if format == Format::Parquet => Err(Error::Usage(
+                "--format parquet needs --output FILE (or DIR for several queries)".into(),
+            )),
+            None if count > 1 && matches!(format, Format::Csv | Format::Json) => {
+                Err(Error::Usage(format!(
+                    "{count} result sets in --format {} need --output DIR (one file per result)",
+                    format.extension()
+                )))
+            }
+            None => Ok(Destination::Stdout),
+            Some(p) if count > 1 || p.is_dir() => Ok(Destination::Dir(p.to_path_buf())),
+            Some(p) => Ok(Destination::File(p.to_path_buf())),
+        }
+    }
+}
+
+/// Writes `results` in `format` to `dest`. Files are replaced only when
+/// `force` is set.
+///
+/// # Errors
+///
+/// [`Error::OutputExists`], [`Error::Io`], or [`Error::Engine`] when a
+/// result cannot be encoded.
+pub fn write_results(
+    results: &[QueryResult],
+    format: Format,
+    dest: &Destination,
+    force: bool,
+) -> Result<()> {
+    match dest {
+        Destination::Stdout => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for (i, r) in results.iter().enumerate() {
+                if results.len() > 1 {
+                    if i > 0 {
+                        writeln!(out).map_err(stdout_error)?;
+                    }
+                    writeln!(out, "-- {} ({} rows)", r.name, r.num_rows()).map_err(stdout_error)?;
+                }
+                let bytes = encode(r, format)?;
+                out.write_all(&bytes).map_err(stdout_error)?;
+            }
+            out.flush().map_err(stdout_error)
+        }
+        Destination::File(path) => {
+            let bytes =
+                results.iter().map(|r| encode(r, format)).collect::<Result<Vec<_>>>()?.concat();
+            write_file(path, &bytes, force)
+        }
+        Destination::Dir(dir) => {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            for r in results {
+                let name: String = r
+                    .name
+                    .chars()
+                    .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+                    .collect();
+                let path = dir.join(format!("{name}.{}", format.extension()));
+                write_file(&path, &encode(r, format)?, force)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::Io { path: PathBuf::from("<stdout>"), source: e }
+}
+
+/// One result in `format`, as bytes.
+fn encode(r: &QueryResult, format: Format) -> Result<Vec<u8>> {
+    let err = |e: datafusion::arrow::error::ArrowError| {
+        Error::engine(format!("writing result {}", r.name), e)
+    };
+    let mut buf = Vec::new();
+    match format {
+        Format::Table => {
+            let table =
+                pretty_format_batches_with_schema(r.schema.clone(), &r.batches).map_err(err)?;
+            writeln!(buf, "{table}").expect("writing to a Vec cannot fail");
+        }
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new().with_header(true).build(&mut buf);
+            if r.batches.is_empty() {
+                w.write(&RecordBatch::new_empty(r.schema.clone())).map_err(err)?;
+            }
+            for b in &r.batches {
+                w.write(b).map_err(err)?;
+            }
+        }
+        Format::Json => {
+            let mut w = json::ArrayWriter::new(&mut buf);
+            for b in &r.batches {
+                w.write(b).map_err(err)?;
+            }
+            w.finish().map_err(err)?;
+            if buf.is_empty() {
+                buf.extend_from_slice(b"[]");
+            }
+            buf.push(b'\n');
+        }
+        Format::Parquet => {
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(
+                    ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+                ))
+                .build();
+            let mut w = ArrowWriter::try_new(&mut buf, r.schema.clone(), Some(props))
+                .map_err(|e| Error::engine(format!("writing result {}", r.name), e))?;
+            for b in &r.batches {
+                w.write(b).map_err(|e| Error::engine(format!("writing result {}", r.name), e))?;
+            }
+            w.close().map_err(|e| Error::engine(format!("writing result {}", r.name), e))?;
+        }
+    }
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` atomically: into a temporary file in the same
+/// directory, then renamed into place. An existing file is an error unless
+/// `force`.
+///
+/// # Errors
+///
+/// [`Error::OutputExists`] or [`Error::Io`].
+pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    write_file_with(path, force, |f| f.write_all(bytes))
+}
+
+/// Like [`write_file`], with the content produced by `fill`.
+///
+/// # Errors
+///
+/// [`Error::OutputExists`] or [`Error::Io`].
+pub fn write_file_with(
+    path: &Path,
+    force: bool,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    if !force && path.exists() {
+        return Err(Error::OutputExists { path: path.to_path_buf() });
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".memscope-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    fill(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
+    if force {
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::OutputExists { path: path.to_path_buf() }
+            } else {
+                Error::io(path, e.error)
+            }
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! SQL over the tables: the DataFusion session, where SQL text comes from
+//! (a file, a built-in query or the command line), and running it
+//! statement by statement with errors that name the file and line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::Spanned;
+use memscope_schema::tables::TABLES;
+
+use crate::error::{Error, Result};
+use crate::tables::TableData;
+
+/// The SQL files in `queries/`, built into the binary so that
+/// `--sql leaks` works from any directory: (name, text).
+pub const BUILTIN_QUERIES: [(&str, &str); 4] = [
+    ("leaks", include_str!("../../queries/leaks.sql")),
+    ("fragmentation", include_str!("../../queries/fragmentation.sql")),
+    ("type_hotspots", include_str!("../../queries/type_hotspots.sql")),
+    ("lifetime_histogram", include_str!("../../queries/lifetime_histogram.sql")),
+];
+
+/// Where a piece of SQL came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A file on disk.
+    File(PathBuf),
+    /// A built-in query, by name.
+    Builtin(&'static str),
+    /// The `n`-th `--sql` argument (from 1), given as SQL text.
+    Inline(usize),
+}
+
+/// SQL text and what to call its results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlSource {
+    /// Name of the results (file stem, built-in name or `queryN`).
+    pub name: String,
+    /// Where the text came from.
+    pub origin: Origin,
+    /// The SQL: one or more statements separated by `;`.
+    pub text: String,
+}
+
+impl SqlSource {
+    /// Resolves the `n`-th (from 1) `--sql` argument: an existing file; else
+    /// a built-in query name (`leaks`, `queries/leaks.sql`, …); else, if it
+    /// looks like a file name (ends in `.sql`), an error; else SQL text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing `.sql` file, [`Error::Io`] for an
+    /// unreadable one.
+    pub fn resolve(arg: &str, n: usize) -> Result<SqlSource> {
+        let path = Path::new(arg);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let name = path
+                .file_stem()
+                .map_or_else(|| format!("query{n}"), |s| s.to_string_lossy().into_owned());
+            return Ok(SqlSource { name, origin: Origin::File(path.to_path_buf()), text });
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
+        let in_queries_dir =
+            path.parent().is_none_or(|p| p.as_os_str().is_empty() || p.ends_with("queries"));
+        if let Some(&(name, text)) =
+            BUILTIN_QUERIES.iter().find(|(name, _)| *name == stem && in_queries_dir)
+        {
+            return Ok(SqlSource {
+                name: name.to_string(),
+                origin: Origin::Builtin(name),
+                text: text.to_string(),
+            });
+        }
+        if arg.trim_end().ends_with(".sql") || path.is_dir() {
+            return Err(Error::NotFound { path: path.to_path_buf() });
+        }
+        Ok(SqlSource {
+            name: format!("query{n}"),
+            origin: Origin::Inline(n),
+            text: arg.to_string(),
+        })
+    }
+
+    /// How errors name a line of this source: `path:LINE`,
+    /// `builtin leaks.sql:LINE` or `--sql #N, line LINE`.
+    pub fn at_line(&self, line: u64) -> String {
+        match &self.origin {
+            Origin::File(p) => format!("{}:{line}", p.display()),
+            Origin::Builtin(name) => format!("built-in query {name}.sql:{line}"),
+            Origin::Inline(n) => format!("--sql #{n}, line {line}"),
+        }
+    }
+}
+
+/// One result set.
+#[derive(Clone, Debug)]
+pub struct QueryResult {
+    /// Name (see [`SqlSource::name`]; `name#2` for a second result of the
+    /// same source).
+    pub name: String,
+    /// Schema of the rows.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// A DataFusion session configured for memscope: string columns read from
+/// Parquet keep their types (no `Utf8View`), and SQL spans are collected so
+/// errors can name lines.
+pub fn new_session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(true);
+    let options = config.options_mut();
+    options.execution.parquet.schema_force_view_types = false;
+    options.sql_parser.collect_spans = true;
+    SessionContext::new_with_config(config)
+}
+
+/// Registers in-memory tables, spread over the session's partitions.
+///
+/// # Errors
+///
+/// [`Error::Engine`] if DataFusion rejects a table.
+pub fn register_tables(ctx: &SessionContext, tables: &[TableData]) -> Result<()> {
+    let partitions = ctx.copied_config().target_partitions().max(1);
+    for t in tables {
+        let mut parts: Vec<Vec<RecordBatch>> =
+            vec![Vec::new(); partitions.min(t.batches.len()).max(1)];
+        let n = parts.len();
+        for (i, b) in t.batches.iter().enumerate() {
+            parts[i % n].push(b.clone());
+        }
+        let provider = MemTable::try_new(t.schema.clone(), parts)
+            .map_err(|e| Error::engine(format!("registering table {}", t.table.name), e))?;
+        ctx.register_table(t.table.name, Arc::new(provider))
+            .map_err(|e| Error::engine(format!("registering table {}", t.table.name), e))?;
+    }
+    Ok(())
+}
+
+/// The Parquet files of a directory written by `convert`, by table name.
+pub fn dataset_tables(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    TABLES
+        .iter()
+        .map(|t| (t.name, dir.join(format!("{}.parquet", t.name))))
+        .filter(|(_, p)| p.is_file())
+        .collect()
+}
+
+/// Registers the tables of a directory written by `convert`.
+///
+/// # Errors
+///
+/// [`Error::NotATrace`] when the directory holds none of the tables;
+/// [`Error::Engine`] when a file cannot be read as Parquet.
+pub async fn register_dataset(ctx: &SessionContext, dir: &Path) -> Result<()> {
+    let files = dataset_tables(dir);
+    if files.is_empty() {
+        return Err(Error::NotATrace {
+            path: dir.to_path_buf(),
+            reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)"
+                .into(),
+        });
+    }
+    for (name, path) in files {
+        let p = path.to_string_lossy().into_owned();
+        ctx.register_parquet(name, &p, ParquetReadOptions::default())
+            .await
+            .map_err(|e| Error::engine(format!("reading {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Runs every statement of `source` in order and returns the result sets
+/// of those that produce rows (queries, `EXPLAIN`, `SHOW`); statements such
+/// as `CREATE VIEW` or `SET` run for their effect.
+///
+/// # Errors
+///
+/// [`Error::Sql`] naming the source and line of the failing statement (the
+/// line DataFusion points at when it does, else the statement's first).
+pub async fn run(ctx: &SessionContext, source: &SqlSource) -> Result<Vec<QueryResult>> {
+    let statements = DFParser::parse_sql(&source.text).map_err(|e| sql_error(source, 1, e))?;
+    if statements.is_empty() {
+        return Err(Error::Sql {
+            origin: source.at_line(1),
+            source: Box::new(DataFusionError::Plan("no SQL statement found".into())),
+        });
+    }
+    let mut results = Vec::new();
+    for statement in statements {
+        let line = statement_line(&statement);
+        let state = ctx.state();
+        let plan =
+            state.statement_to_plan(statement).await.map_err(|e| sql_error(source, line, e))?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(|e| sql_error(source, line, e))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| sql_error(source, line, e))?;
+        if schema.fields().is_empty() {
+            continue;
+        }
+        let name = if results.is_empty() {
+            source.name.clone()
+        } else {
+            format!("{}#{}", source.name, results.len() + 1)
+        };
+        results.push(QueryResult { name, schema, batches });
+    }
+    Ok(results)
+}
+
+fn statement_line(statement: &Statement) -> u64 {
+    let line = match statement {
+        Statement::Statement(s) => s.span().start.line,
+        _ => 0,
+    };
+    line.max(1)
+}
+
+fn sql_error(source: &SqlSource, statement_line: u64, e: DataFusionError) -> Error {
+    let line = e
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|s| s.start.line)
+        .filter(|&l| l > 0)
+        .or_else(|| parse_error_line(&e.to_string()))
+        .unwrap_or(statement_line);
+    Error::Sql { origin: source.at_line(line), source: Box::new(e) }
+}
+
+/// The line of a parser message such as "… at Line: 3, Column: 7".
+fn parse_error_line(message: &str) -> Option<u64> {
+    let rest = &message[message.find("Line: ")? + "Line: ".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}

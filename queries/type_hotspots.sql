@@ -1,0 +1,50 @@
+-- type_hotspots.sql: which types allocate most, and which hold the most
+-- memory at once?
+--
+-- One row per type (from track_var!; a tag is kept across reallocations),
+-- with untagged allocations together as '(untagged)', by bytes allocated.
+-- A reallocation counts as one allocation of its new size.
+--
+-- Columns:
+--   type_name         type, or '(untagged)'
+--   allocations       number of allocations of the type
+--   allocated_bytes   total requested bytes, in bytes
+--   avg_size_bytes    allocated_bytes / allocations, in bytes
+--   peak_live_bytes   the most bytes of the type live at one time, in bytes
+--                     (at equal timestamps, deallocations count first)
+--   leaked_bytes      bytes of the type still live when the trace ended
+WITH typed AS (
+    SELECT COALESCE(type_name, '(untagged)') AS type_name, size, alloc_ts_ns, free_ts_ns
+    FROM allocations
+),
+deltas AS (
+    SELECT type_name, alloc_ts_ns AS ts_ns, 1 AS ord, CAST(size AS BIGINT) AS delta FROM typed
+    UNION ALL
+    SELECT type_name, free_ts_ns AS ts_ns, 0 AS ord, -CAST(size AS BIGINT) AS delta
+    FROM typed WHERE free_ts_ns IS NOT NULL
+),
+running AS (
+    SELECT type_name,
+           SUM(delta) OVER (PARTITION BY type_name ORDER BY ts_ns, ord
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS live_bytes
+    FROM deltas
+),
+peaks AS (
+    SELECT type_name, MAX(live_bytes) AS peak_live_bytes FROM running GROUP BY type_name
+),
+totals AS (
+    SELECT type_name,
+           COUNT(*) AS allocations,
+           SUM(size) AS allocated_bytes,
+           SUM(CASE WHEN free_ts_ns IS NULL THEN size ELSE 0 END) AS leaked_bytes
+    FROM typed
+    GROUP BY type_name
+)
+SELECT t.type_name,
+       t.allocations,
+       t.allocated_bytes,
+       CAST(t.allocated_bytes / t.allocations AS BIGINT) AS avg_size_bytes,
+       p.peak_live_bytes,
+       t.leaked_bytes
+FROM totals t JOIN peaks p ON p.type_name = t.type_name
+ORDER BY t.allocated_bytes DESC, t.type_name;

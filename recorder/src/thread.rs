@@ -1,0 +1,420 @@
+//! Per-thread recording: the thread's current block, its time base, its
+//! counters and the reentrancy guard.
+//!
+//! The state is a `const`-initialized thread-local without a destructor, so
+//! it is reachable at any point of a thread's life, thread-local
+//! destructors included, and touching it never allocates. Thread exit is
+//! observed through a second thread-local whose destructor writes a
+//! `THREAD_EXIT` record; the thread keeps recording after it (into the
+//! same block) for the frees made by later destructors.
+//!
+//! # Crash safety
+//!
+//! A record is published by storing its words after the first one, then the
+//! first word with release ordering. The block is zero-filled and a reader
+//! stops at the first zero word, so a process killed at any instruction
+//! leaves either the whole record or none of it.
+
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use memscope_schema::format::{BLOCK_HEADER_WORDS, BlockHeader, MAX_STRING_LEN, WORD_SIZE};
+use memscope_schema::record::MAX_FIXED_WORDS;
+use memscope_schema::{Record, RecordEncoder, Totals};
+
+use crate::clock;
+use crate::intern;
+use crate::sink::SINK;
+use crate::stats::{self, OVERFLOW, PUBLISH_BYTES, Slot};
+
+/// Words of the largest variable-size record the recorder writes: a thread
+/// name or a string of [`MAX_STRING_LEN`] bytes plus its header words.
+const MAX_VAR_WORDS: usize = 3 + MAX_STRING_LEN / WORD_SIZE;
+
+/// Recorder thread ids, from 1 in order of each thread's first event.
+static NEXT_THREAD_ID: AtomicU32 = AtomicU32::new(1);
+
+/// What one thread needs to record: never shared with other threads.
+pub(crate) struct ThreadState {
+    /// Set while this thread is inside the recorder; nested allocator calls
+    /// (from the recorder itself or from what it calls) pass through
+    /// untracked.
+    busy: Cell<bool>,
+    /// Next free word of the current block, or null before the first block.
+    pos: Cell<*mut u64>,
+    /// One past the last word of the current block.
+    end: Cell<*mut u64>,
+    /// Time base of the next record (see `RecordEncoder`).
+    last_q: Cell<u64>,
+    thread_id: Cell<u32>,
+    os_tid: Cell<u32>,
+    /// Blocks this thread has taken so far.
+    blocks: Cell<u32>,
+    slot: Cell<*const Slot>,
+    shared_slot: Cell<bool>,
+    /// Change of live bytes not yet published to the global peak counter.
+    unpublished: Cell<i64>,
+}
+
+thread_local! {
+    static STATE: ThreadState = const {
+        ThreadState {
+            busy: Cell::new(false),
+            pos: Cell::new(ptr::null_mut()),
+            end: Cell::new(ptr::null_mut()),
+            last_q: Cell::new(0),
+            thread_id: Cell::new(0),
+            os_tid: Cell::new(0),
+            blocks: Cell::new(0),
+            slot: Cell::new(ptr::null()),
+            shared_slot: Cell::new(false),
+            unpublished: Cell::new(0),
+        }
+    };
+    static EXIT: ExitNotifier = const { ExitNotifier };
+}
+
+/// Runs `f` with this thread's state, unless the thread is already inside
+/// the recorder (then `f` does not run and `None` is returned).
+#[inline(always)]
+pub(crate) fn with_thread<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    STATE
+        .try_with(|t| {
+            if t.busy.replace(true) {
+                return None;
+            }
+            let r = f(t);
+            t.busy.set(false);
+            Some(r)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` with the recorder's guard set, so that allocations made by `f`
+/// on this thread are not recorded. Used by `init` and `finish`.
+pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    let was = STATE.try_with(|t| t.busy.replace(true)).unwrap_or(true);
+    let r = f();
+    if !was {
+        let _ = STATE.try_with(|t| t.busy.set(false));
+    }
+    r
+}
+
+impl ThreadState {
+    /// Records a fixed-size event. The closure builds it from the current
+    /// quantized time.
+    #[inline(always)]
+    pub(crate) fn record(&self, make: impl Fn(u64) -> Record<'static>) -> bool {
+        let q = clock::now_q().max(self.last_q.get());
+        let rec = make(q);
+        let mut enc = RecordEncoder::new(self.last_q.get());
+        let mut out = [0; MAX_FIXED_WORDS];
+        let n = enc.encode(&rec, &mut out);
+        if self.publish(&out[..n]) {
+            self.last_q.set(enc.last_q());
+            return true;
+        }
+        self.record_slow(&rec, q)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_slow(&self, rec: &Record<'_>, q: u64) -> bool {
+        if !self.new_block(q) {
+            self.count_dropped();
+            return false;
+        }
+        let mut enc = RecordEncoder::new(self.last_q.get());
+        let mut out = [0; MAX_FIXED_WORDS];
+        let n = enc.encode(rec, &mut out);
+        let ok = self.publish(&out[..n]);
+        self.last_q.set(enc.last_q());
+        ok
+    }
+
+    /// Records a variable-size record (string, thread name, exit, end).
+    pub(crate) fn record_var(&self, rec: &Record<'_>) -> bool {
+        let mut buf = [0u64; MAX_VAR_WORDS];
+        let mut enc = RecordEncoder::new(self.last_q.get());
+        let Some(n) = enc.encode_into(rec, &mut buf) else {
+            return false;
+        };
+        if self.publish(&buf[..n]) {
+            return true;
+        }
+        if !self.new_block(clock::now_q().max(self.last_q.get())) {
+            self.count_dropped();
+            return false;
+        }
+        self.publish(&buf[..n])
+    }
+
+    /// Appends `words` to the current block, first word last; false when
+    /// they do not fit (or there is no block yet).
+    #[inline(always)]
+    fn publish(&self, words: &[u64]) -> bool {
+        let pos = self.pos.get();
+        let room = (self.end.get() as usize).wrapping_sub(pos as usize) / WORD_SIZE;
+        if pos.is_null() || words.len() > room || words.is_empty() {
+            return false;
+        }
+        // SAFETY: `pos..end` is the unwritten tail of a block that this
+        // thread alone owns, inside a mapping that is never unmapped, and
+        // `words.len() <= room`. The first word is stored last, atomically
+        // with release ordering, so the record appears whole or not at all
+        // (see the module docs); `pos` is 8-byte aligned because blocks are.
+        unsafe {
+            for (i, w) in words.iter().enumerate().skip(1) {
+                pos.add(i).write(*w);
+            }
+            AtomicU64::from_ptr(pos).store(words[0], Ordering::Release);
+            self.pos.set(pos.add(words.len()));
+        }
+        true
+    }
+
+    /// Takes a new block and writes its header; on the thread's first block
+    /// also registers the thread. False when no block can be had.
+    fn new_block(&self, q: u64) -> bool {
+        let first = self.thread_id.get() == 0;
+        if first {
+            self.register();
+        }
+        let Some(block) = SINK.claim_block() else {
+            self.pos.set(ptr::null_mut());
+            self.end.set(ptr::null_mut());
+            return false;
+        };
+        let block = block.cast::<u64>();
+        let words = BlockHeader {
+            thread_id: self.thread_id.get(),
+            os_tid: self.os_tid.get(),
+            seq: self.blocks.get(),
+            base_q: q,
+        }
+        .to_words();
+        let block_words = crate::block_len() / WORD_SIZE;
+        // SAFETY: `block` is a fresh, zero-filled, 8-byte-aligned block of
+        // `block_words` words handed to this thread alone; the header's
+        // first word is stored last, as for records.
+        unsafe {
+            for (i, w) in words.iter().enumerate().skip(1) {
+                block.add(i).write(*w);
+            }
+            AtomicU64::from_ptr(block).store(words[0], Ordering::Release);
+            self.pos.set(block.add(BLOCK_HEADER_WORDS));
+            self.end.set(block.add(block_words));
+        }
+        self.last_q.set(q);
+        self.blocks.set(self.blocks.get() + 1);
+        if first {
+            self.record_thread_name(q);
+        }
+        true
+    }
+
+    /// Gives the thread its id, its counter slot and its exit notifier.
+    #[cold]
+    fn register(&self) {
+        self.thread_id.set(NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed));
+        self.os_tid.set(gettid());
+        match stats::claim_slot() {
+            Some(slot) => self.slot.set(slot),
+            None => {
+                self.slot.set(&OVERFLOW);
+                self.shared_slot.set(true);
+            }
+        }
+        // Registering the destructor may allocate; the guard is set, so
+        // those allocations pass through untracked.
+        let _ = EXIT.try_with(|_| {});
+    }
+
+    fn record_thread_name(&self, q: u64) {
+        let mut buf = [0u8; 16];
+        let name: &[u8] = if self.os_tid.get() == std::process::id() {
+            b"main"
+        } else {
+            os_thread_name(&mut buf)
+        };
+        if !name.is_empty() {
+            self.record_var(&Record::ThreadName { q, name });
+        }
+    }
+
+    /// Writes a string definition for `s` unless it is interned; returns its id.
+    pub(crate) fn intern(&self, s: &'static str) -> u32 {
+        if let Some(id) = intern::lookup(s) {
+            return id;
+        }
+        let id = intern::new_id();
+        let bytes = truncate_utf8(s.as_bytes(), MAX_STRING_LEN);
+        if self.record_var(&Record::String { id, bytes }) {
+            intern::publish(s, id);
+        }
+        id
+    }
+
+    fn slot(&self) -> &'static Slot {
+        let p = self.slot.get();
+        if p.is_null() {
+            return &OVERFLOW;
+        }
+        // SAFETY: non-null slot pointers come from `&'static Slot`s.
+        unsafe { &*p }
+    }
+
+    #[inline(always)]
+    fn shared(&self) -> bool {
+        self.shared_slot.get() || self.slot.get().is_null()
+    }
+
+    /// Counts an allocation of `size` bytes.
+    #[inline(always)]
+    pub(crate) fn count_alloc(&self, size: u64) {
+        let (slot, shared) = (self.slot(), self.shared());
+        stats::bump(&slot.allocations, 1, shared);
+        stats::bump(&slot.allocated_bytes, size, shared);
+        self.live_bytes_changed(size as i64);
+    }
+
+    /// Counts a deallocation of `size` bytes.
+    #[inline(always)]
+    pub(crate) fn count_free(&self, size: u64) {
+        let (slot, shared) = (self.slot(), self.shared());
+        stats::bump(&slot.deallocations, 1, shared);
+        stats::bump(&slot.freed_bytes, size, shared);
+        self.live_bytes_changed(-(size as i64));
+    }
+
+    /// Counts a reallocation from `old_size` to `new_size` bytes: one
+    /// deallocation and one allocation.
+    #[inline(always)]
+    pub(crate) fn count_realloc(&self, old_size: u64, new_size: u64) {
+        let (slot, shared) = (self.slot(), self.shared());
+        stats::bump(&slot.reallocations, 1, shared);
+        stats::bump(&slot.allocations, 1, shared);
+        stats::bump(&slot.deallocations, 1, shared);
+        stats::bump(&slot.allocated_bytes, new_size, shared);
+        stats::bump(&slot.freed_bytes, old_size, shared);
+        self.live_bytes_changed(new_size as i64 - old_size as i64);
+    }
+
+    pub(crate) fn count_tag(&self) {
+        stats::bump(&self.slot().tags, 1, self.shared());
+    }
+
+    fn count_dropped(&self) {
+        stats::bump(&self.slot().dropped, 1, self.shared());
+    }
+
+    #[inline(always)]
+    fn live_bytes_changed(&self, delta: i64) {
+        let v = self.unpublished.get() + delta;
+        if !(-PUBLISH_BYTES..PUBLISH_BYTES).contains(&v) {
+            stats::publish_active(v);
+            self.unpublished.set(0);
+        } else {
+            self.unpublished.set(v);
+        }
+    }
+
+    /// Publishes this thread's pending live-byte change (before `stats()`
+    /// reads the peak on this thread).
+    pub(crate) fn flush_live_bytes(&self) {
+        let v = self.unpublished.replace(0);
+        if v != 0 {
+            stats::publish_active(v);
+        }
+    }
+}
+
+/// Writes the end-of-trace marker on the calling thread. The caller holds
+/// the guard (see [`untracked`]).
+pub(crate) fn write_end(totals: Totals) {
+    let _ = STATE.try_with(|t| {
+        let q = clock::now_q().max(t.last_q.get());
+        t.record_var(&Record::End { q, totals });
+    });
+}
+
+/// Publishes the calling thread's pending live-byte change.
+pub(crate) fn flush_current() {
+    let _ = STATE.try_with(|t| t.flush_live_bytes());
+}
+
+/// Runs the exit bookkeeping when a thread's thread-locals are destroyed.
+struct ExitNotifier;
+
+impl Drop for ExitNotifier {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|t| {
+            if t.busy.replace(true) {
+                return;
+            }
+            if crate::state::recording() && t.thread_id.get() != 0 {
+                let q = clock::now_q().max(t.last_q.get());
+                // The OS name may have been set after the first event.
+                t.record_thread_name(q);
+                t.record_var(&Record::ThreadExit { q });
+            }
+            t.flush_live_bytes();
+            if !t.shared() {
+                stats::retire_slot(t.slot());
+                t.slot.set(&OVERFLOW);
+                t.shared_slot.set(true);
+            }
+            t.busy.set(false);
+        });
+    }
+}
+
+fn gettid() -> u32 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// The calling thread's OS name (at most 15 bytes on Linux), without
+/// allocating.
+fn os_thread_name(buf: &mut [u8; 16]) -> &[u8] {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into
+        // the 16-byte buffer.
+        let rc =
+            unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr() as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 {
+            return &[];
+        }
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        &buf[..len]
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = buf;
+        &[]
+    }
+}
+
+/// The longest prefix of `bytes` of at most `max` bytes that does not cut a
+/// UTF-8 character.
+fn truncate_utf8(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut end = max;
+    while end > 0 && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &bytes[..end]
+}
