@@ -17,6 +17,8 @@ byte-by-byte specification; this crate implements it:
   analyzer's parallel decoder is checked against.
 * [`tables`]: the analyzer's tables and columns (with the `arrow` feature,
   their Arrow schemas).
+* [`writer`]: [`TraceWriter`], which builds whole trace files in memory in
+  the recorder's layout (for tests, benchmarks and synthetic traces).
 
 # Example
 
@@ -45,8 +47,10 @@ pub mod format;
 pub mod reader;
 pub mod record;
 pub mod tables;
+pub mod writer;
 
 pub use crate::error::{DecodeError, DecodeErrorKind};
 pub use crate::format::{BlockHeader, ClockSource, FileHeader, TimeScale};
 pub use crate::reader::{Block, Trace};
 pub use crate::record::{BlockDecoder, Record, RecordEncoder, Totals};
+pub use crate::writer::TraceWriter;
