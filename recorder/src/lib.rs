@@ -399,12 +399,11 @@ pub struct Stats {
 /// The recorder's live counters. All zero before [`init`].
 ///
 /// Blocks allocated before `init` and freed after it count as
-/// deallocations, so `active_*` can read low (never below zero) in programs
-/// that allocate much before `init`.
+/// deallocations, so `active_allocations` can read low; `active_bytes`
+/// never goes below zero, which absorbs most of their bytes.
 pub fn stats() -> Stats {
-    thread::untracked(thread::flush_current);
     let s = stats::sums();
-    let active_bytes = s[3].saturating_sub(s[4]);
+    let active_bytes = stats::active_bytes();
     Stats {
         total_allocations: s[0],
         total_deallocations: s[1],
@@ -412,7 +411,7 @@ pub fn stats() -> Stats {
         total_bytes: s[3],
         active_allocations: s[0].saturating_sub(s[1]),
         active_bytes,
-        peak_bytes: stats::published_peak().max(active_bytes),
+        peak_bytes: stats::peak_with(active_bytes),
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Slot {
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) tags: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// The owner's change of live bytes not yet published (see module docs).
+    pub(crate) unpublished: AtomicI64,
 }
 
 impl Slot {
@@ -45,6 +47,7 @@ impl Slot {
             freed_bytes: AtomicU64::new(0),
             tags: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            unpublished: AtomicI64::new(0),
         }
     }
 
@@ -98,13 +101,28 @@ pub(crate) fn retire_slot(slot: &'static Slot) {
     slot.in_use.store(false, Ordering::Release);
 }
 
-/// Publishes a thread's accumulated change of live bytes.
+/// Publishes a thread's accumulated change of live bytes. Live bytes never
+/// go below zero: a deficit can only come from deallocating blocks that
+/// were allocated before `init`, which are not live in the trace's sense.
 #[inline]
 pub(crate) fn publish_active(delta: i64) {
-    let now = ACTIVE_BYTES.fetch_add(delta, Ordering::Relaxed) + delta;
+    let clamp = |a: i64| Some(a.saturating_add(delta).max(0));
+    let before =
+        ACTIVE_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, clamp).unwrap_or(0);
     if delta > 0 {
-        PEAK_BYTES.fetch_max(now, Ordering::Relaxed);
+        PEAK_BYTES.fetch_max(before.saturating_add(delta), Ordering::Relaxed);
     }
+}
+
+/// Live bytes now: the published sum plus every thread's unpublished
+/// change, never below zero.
+pub(crate) fn active_bytes() -> u64 {
+    let unpublished: i64 = SLOT_TABLE
+        .iter()
+        .filter(|s| s.in_use.load(Ordering::Relaxed))
+        .map(|s| s.unpublished.load(Ordering::Relaxed))
+        .sum();
+    (ACTIVE_BYTES.load(Ordering::Relaxed) + unpublished).max(0) as u64
 }
 
 /// Sums over every slot, in the order of [`Slot::counters`].
@@ -119,7 +137,9 @@ pub(crate) fn sums() -> [u64; 7] {
     total
 }
 
-/// The published peak of live bytes.
-pub(crate) fn published_peak() -> u64 {
-    PEAK_BYTES.load(Ordering::Relaxed).max(0) as u64
+/// The peak of live bytes, counting `active` (the value a caller just
+/// read) so that the peak never reads below a live value once seen.
+pub(crate) fn peak_with(active: u64) -> u64 {
+    let active = active.min(i64::MAX as u64) as i64;
+    PEAK_BYTES.fetch_max(active, Ordering::Relaxed).max(active) as u64
 }

@@ -314,20 +314,28 @@ impl ThreadState {
     #[inline(always)]
     fn live_bytes_changed(&self, delta: i64) {
         let v = self.unpublished.get() + delta;
-        if !(-PUBLISH_BYTES..PUBLISH_BYTES).contains(&v) {
+        if self.shared() || !(-PUBLISH_BYTES..PUBLISH_BYTES).contains(&v) {
             stats::publish_active(v);
-            self.unpublished.set(0);
+            self.set_unpublished(0);
         } else {
-            self.unpublished.set(v);
+            self.set_unpublished(v);
         }
     }
 
-    /// Publishes this thread's pending live-byte change (before `stats()`
-    /// reads the peak on this thread).
+    #[inline(always)]
+    fn set_unpublished(&self, v: i64) {
+        self.unpublished.set(v);
+        if !self.shared() {
+            self.slot().unpublished.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes this thread's pending live-byte change.
     pub(crate) fn flush_live_bytes(&self) {
-        let v = self.unpublished.replace(0);
+        let v = self.unpublished.get();
         if v != 0 {
             stats::publish_active(v);
+            self.set_unpublished(0);
         }
     }
 }
@@ -339,11 +347,6 @@ pub(crate) fn write_end(totals: Totals) {
         let q = clock::now_q().max(t.last_q.get());
         t.record_var(&Record::End { q, totals });
     });
-}
-
-/// Publishes the calling thread's pending live-byte change.
-pub(crate) fn flush_current() {
-    let _ = STATE.try_with(|t| t.flush_live_bytes());
 }
 
 /// Runs the exit bookkeeping when a thread's thread-locals are destroyed.

@@ -7,8 +7,8 @@
 //! block), so what it builds is what the recorder would have written.
 
 use crate::format::{
-    BLOCK_HEADER_WORDS, BlockHeader, ClockSource, DEFAULT_BLOCK_LEN, FLAG_FINISHED, FORMAT_MAJOR, FORMAT_MINOR,
-    FileHeader, PAGE_SIZE, WORD_SIZE,
+    BLOCK_HEADER_WORDS, BlockHeader, ClockSource, DEFAULT_BLOCK_LEN, FLAG_FINISHED, FORMAT_MAJOR,
+    FORMAT_MINOR, FileHeader, PAGE_SIZE, WORD_SIZE,
 };
 use crate::record::{Record, RecordEncoder};
 
@@ -63,7 +63,8 @@ impl TraceWriter {
     /// A writer for a trace with this header. `header_len` is recomputed
     /// from the program and arguments.
     pub fn new(mut header: FileHeader) -> TraceWriter {
-        header.header_len = header.encoded_len().div_ceil(PAGE_SIZE).max(1) as u32 * PAGE_SIZE as u32;
+        header.header_len =
+            header.encoded_len().div_ceil(PAGE_SIZE).max(1) as u32 * PAGE_SIZE as u32;
         TraceWriter { header, blocks: Vec::new(), threads: Vec::new() }
     }
 
@@ -118,7 +119,8 @@ impl TraceWriter {
             assert!(attempt == 0, "record of {} words does not fit in a block", buf.len());
             // A new block, based at this record's time.
             let base_q = q.unwrap_or(stream.encoder.last_q());
-            let header = BlockHeader { thread_id, os_tid: stream.os_tid, seq: stream.blocks, base_q };
+            let header =
+                BlockHeader { thread_id, os_tid: stream.os_tid, seq: stream.blocks, base_q };
             let mut words = vec![0u64; self.block_words()];
             words[..BLOCK_HEADER_WORDS].copy_from_slice(&header.to_words());
             self.blocks.push(words);

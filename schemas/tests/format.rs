@@ -2,11 +2,14 @@
 //! malformed input gives the documented error at the right offset.
 
 use memscope_schema::format::{
-    self, BLOCK_HEADER_WORDS, BlockHeader, FORMAT_MAJOR, HEADER_FIXED_LEN, MAX_DT, header_offset, kind,
+    self, BLOCK_HEADER_WORDS, BlockHeader, FORMAT_MAJOR, HEADER_FIXED_LEN, MAX_DT, header_offset,
+    kind,
 };
 use memscope_schema::record::MAX_FIXED_WORDS;
 use memscope_schema::writer::synthetic_header;
-use memscope_schema::{BlockDecoder, DecodeErrorKind, FileHeader, Record, RecordEncoder, Totals, Trace, TraceWriter};
+use memscope_schema::{
+    BlockDecoder, DecodeErrorKind, FileHeader, Record, RecordEncoder, Totals, Trace, TraceWriter,
+};
 use proptest::prelude::*;
 
 fn block_bytes(header: BlockHeader, records: &[Record<'_>], block_words: usize) -> Vec<u8> {
@@ -51,27 +54,39 @@ fn header_errors_name_the_field_and_offset() {
     assert_eq!((e.offset, e.kind), (0, DecodeErrorKind::BadMagic { found: b"NOTATRAC".to_vec() }));
 
     let e = FileHeader::decode(&good[..100]).unwrap_err();
-    assert_eq!((e.offset, e.kind), (100, DecodeErrorKind::HeaderCutShort { len: 100, needed: 128 }));
+    assert_eq!(
+        (e.offset, e.kind),
+        (100, DecodeErrorKind::HeaderCutShort { len: 100, needed: 128 })
+    );
 
     let mut future = good.clone();
     future[header_offset::MAJOR..header_offset::MAJOR + 2].copy_from_slice(&2u16.to_le_bytes());
     let e = FileHeader::decode(&future).unwrap_err();
     assert_eq!(e.offset, header_offset::MAJOR as u64);
-    assert_eq!(e.kind, DecodeErrorKind::UnsupportedVersion { major: 2, minor: 0, supported: FORMAT_MAJOR });
+    assert_eq!(
+        e.kind,
+        DecodeErrorKind::UnsupportedVersion { major: 2, minor: 0, supported: FORMAT_MAJOR }
+    );
     assert!(e.to_string().contains("trace format version 2.0 is not supported"), "{e}");
 
     let mut newer_minor = good.clone();
-    newer_minor[header_offset::MINOR..header_offset::MINOR + 2].copy_from_slice(&7u16.to_le_bytes());
+    newer_minor[header_offset::MINOR..header_offset::MINOR + 2]
+        .copy_from_slice(&7u16.to_le_bytes());
     assert_eq!(FileHeader::decode(&newer_minor).unwrap().minor, 7);
 
     let mut bad_block = good.clone();
-    bad_block[header_offset::BLOCK_LEN..header_offset::BLOCK_LEN + 4].copy_from_slice(&1000u32.to_le_bytes());
+    bad_block[header_offset::BLOCK_LEN..header_offset::BLOCK_LEN + 4]
+        .copy_from_slice(&1000u32.to_le_bytes());
     let e = FileHeader::decode(&bad_block).unwrap_err();
     assert_eq!(e.offset, header_offset::BLOCK_LEN as u64);
-    assert!(matches!(e.kind, DecodeErrorKind::BadHeaderField { name: "block_len", value: 1000, .. }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::BadHeaderField { name: "block_len", value: 1000, .. }
+    ));
 
     let mut huge_strings = good.clone();
-    huge_strings[header_offset::ARGS_LEN..header_offset::ARGS_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    huge_strings[header_offset::ARGS_LEN..header_offset::ARGS_LEN + 4]
+        .copy_from_slice(&u32::MAX.to_le_bytes());
     let e = FileHeader::decode(&huge_strings).unwrap_err();
     assert!(matches!(e.kind, DecodeErrorKind::BadHeaderField { .. }), "{e}");
 
@@ -82,9 +97,27 @@ fn header_errors_name_the_field_and_offset() {
 #[test]
 fn every_record_kind_round_trips() {
     let records = vec![
-        Record::Alloc { q: 1_000_010, address: 0x5555_0000_1000, size: 24, align: 8, zeroed: false },
-        Record::Alloc { q: 1_000_010, address: 0x7fff_0000_0010, size: (1 << 40) + 3, align: 4096, zeroed: true },
-        Record::Realloc { q: 1_000_020, old_address: 0x5555_0000_1000, address: 0x5555_0000_2000, size: 48, align: 8 },
+        Record::Alloc {
+            q: 1_000_010,
+            address: 0x5555_0000_1000,
+            size: 24,
+            align: 8,
+            zeroed: false,
+        },
+        Record::Alloc {
+            q: 1_000_010,
+            address: 0x7fff_0000_0010,
+            size: (1 << 40) + 3,
+            align: 4096,
+            zeroed: true,
+        },
+        Record::Realloc {
+            q: 1_000_020,
+            old_address: 0x5555_0000_1000,
+            address: 0x5555_0000_2000,
+            size: 48,
+            align: 8,
+        },
         Record::Tag { q: 1_000_030, address: 0x5555_0000_2010, type_name: 1, var_name: 2 },
         Record::String { id: 1, bytes: b"alloc::vec::Vec<u64>" },
         Record::String { id: 2, bytes: b"" },
@@ -92,12 +125,24 @@ fn every_record_kind_round_trips() {
         // A step longer than a record's delta: a TIME record is inserted.
         Record::Free { q: 1_000_030 + MAX_DT + 1, address: 0x5555_0000_2000 },
         // An address above 48 bits: an ADDR_HIGH record is inserted.
-        Record::Alloc { q: 5_000_000, address: 0xffff_8000_0000_0040, size: 8, align: 16, zeroed: false },
+        Record::Alloc {
+            q: 5_000_000,
+            address: 0xffff_8000_0000_0040,
+            size: 8,
+            align: 16,
+            zeroed: false,
+        },
         Record::Free { q: 5_000_000, address: 0xffff_8000_0000_0040 },
         Record::ThreadExit { q: 5_000_001 },
         Record::End {
             q: 5_000_002,
-            totals: Totals { events: 7, allocations: 3, deallocations: 2, reallocations: 1, dropped: 0 },
+            totals: Totals {
+                events: 7,
+                allocations: 3,
+                deallocations: 2,
+                reallocations: 1,
+                dropped: 0,
+            },
         },
     ];
     let bytes = block_bytes(H, &records, 512);
@@ -152,7 +197,10 @@ fn record_past_block_end_is_an_error() {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let out: Vec<_> = BlockDecoder::new(&bytes, 0).unwrap().unwrap().collect();
     let e = out[0].as_ref().unwrap_err();
-    assert_eq!(e.kind, DecodeErrorKind::RecordPastBlockEnd { kind: kind::REALLOC, needed: 24, available: 8 });
+    assert_eq!(
+        e.kind,
+        DecodeErrorKind::RecordPastBlockEnd { kind: kind::REALLOC, needed: 24, available: 8 }
+    );
 }
 
 #[test]
@@ -163,7 +211,10 @@ fn unknown_extended_subkind_is_skipped() {
     words.push(format::pack_head(kind::FREE, 1, 0x10));
     words.resize(64, 0);
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    assert_eq!(decode(&bytes), vec![Record::Unknown { subkind: 999 }, Record::Free { q: 1_000_001, address: 0x10 }]);
+    assert_eq!(
+        decode(&bytes),
+        vec![Record::Unknown { subkind: 999 }, Record::Free { q: 1_000_001, address: 0x10 }]
+    );
 }
 
 #[test]
@@ -174,26 +225,53 @@ fn string_longer_than_its_payload_is_an_error() {
     words.resize(64, 0);
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let out: Vec<_> = BlockDecoder::new(&bytes, 0).unwrap().unwrap().collect();
-    assert!(matches!(out[0].as_ref().unwrap_err().kind, DecodeErrorKind::BadExtendedRecord { subkind: 1, .. }));
+    assert!(matches!(
+        out[0].as_ref().unwrap_err().kind,
+        DecodeErrorKind::BadExtendedRecord { subkind: 1, .. }
+    ));
 }
 
 #[test]
 fn writer_splits_blocks_and_reader_reads_them_back() {
     let mut w = TraceWriter::new(synthetic_header(4096));
     for i in 0..2000u64 {
-        w.push(1, 10, &Record::Alloc { q: i * 10, address: 0x1000 + i * 32, size: 32, align: 8, zeroed: false });
+        w.push(
+            1,
+            10,
+            &Record::Alloc {
+                q: i * 10,
+                address: 0x1000 + i * 32,
+                size: 32,
+                align: 8,
+                zeroed: false,
+            },
+        );
         w.push(2, 20, &Record::Free { q: i * 10 + 5, address: 0x1000 + i * 32 });
     }
     w.push_unused_blocks(3);
     let bytes = w.finish();
     let trace = Trace::read(&bytes).unwrap();
-    let t1: Vec<_> = trace.blocks.iter().filter(|b| b.header.thread_id == 1).flat_map(|b| b.records.clone()).collect();
-    let t2: Vec<_> = trace.blocks.iter().filter(|b| b.header.thread_id == 2).flat_map(|b| b.records.clone()).collect();
+    let t1: Vec<_> = trace
+        .blocks
+        .iter()
+        .filter(|b| b.header.thread_id == 1)
+        .flat_map(|b| b.records.clone())
+        .collect();
+    let t2: Vec<_> = trace
+        .blocks
+        .iter()
+        .filter(|b| b.header.thread_id == 2)
+        .flat_map(|b| b.records.clone())
+        .collect();
     assert_eq!(t1.len(), 2000);
     assert_eq!(t2.len(), 2000);
     assert!(trace.blocks.len() > 4, "2000 two-word records need several 4 KiB blocks");
-    assert_eq!(t1[1999], Record::Alloc { q: 19990, address: 0x1000 + 1999 * 32, size: 32, align: 8, zeroed: false });
-    let seqs: Vec<u32> = trace.blocks.iter().filter(|b| b.header.thread_id == 2).map(|b| b.header.seq).collect();
+    assert_eq!(
+        t1[1999],
+        Record::Alloc { q: 19990, address: 0x1000 + 1999 * 32, size: 32, align: 8, zeroed: false }
+    );
+    let seqs: Vec<u32> =
+        trace.blocks.iter().filter(|b| b.header.thread_id == 2).map(|b| b.header.seq).collect();
     assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
 }
 
@@ -211,26 +289,45 @@ fn arb_record() -> impl Strategy<Value = Record<'static>> {
     let addr = prop_oneof![1u64..(1 << 47), any::<u64>().prop_filter("non-null", |a| *a != 0)];
     let align = (0u32..13).prop_map(|s| 1u64 << s);
     prop_oneof![
-        (addr.clone(), 1u64..(1 << 40), align.clone(), any::<bool>())
-            .prop_map(|(address, size, align, zeroed)| Record::Alloc { q: 0, address, size, align, zeroed }),
+        (addr.clone(), 1u64..(1 << 40), align.clone(), any::<bool>()).prop_map(
+            |(address, size, align, zeroed)| Record::Alloc { q: 0, address, size, align, zeroed }
+        ),
         addr.clone().prop_map(|address| Record::Free { q: 0, address }),
-        (addr.clone(), addr.clone(), 1u64..(1 << 40), align)
-            .prop_map(|(old_address, address, size, align)| Record::Realloc { q: 0, old_address, address, size, align }),
-        (addr, 0u32..100, 0u32..100)
-            .prop_map(|(address, type_name, var_name)| Record::Tag { q: 0, address, type_name, var_name }),
-        (1u32..100, prop::sample::select(vec!["", "a", "alloc::vec::Vec<u8>", "exactly8", "ünïcödé name"]))
+        (addr.clone(), addr.clone(), 1u64..(1 << 40), align).prop_map(
+            |(old_address, address, size, align)| Record::Realloc {
+                q: 0,
+                old_address,
+                address,
+                size,
+                align
+            }
+        ),
+        (addr, 0u32..100, 0u32..100).prop_map(|(address, type_name, var_name)| Record::Tag {
+            q: 0,
+            address,
+            type_name,
+            var_name
+        }),
+        (
+            1u32..100,
+            prop::sample::select(vec!["", "a", "alloc::vec::Vec<u8>", "exactly8", "ünïcödé name"])
+        )
             .prop_map(|(id, s)| Record::String { id, bytes: s.as_bytes() }),
     ]
 }
 
 fn with_q(r: Record<'static>, q: u64) -> Record<'static> {
     match r {
-        Record::Alloc { address, size, align, zeroed, .. } => Record::Alloc { q, address, size, align, zeroed },
+        Record::Alloc { address, size, align, zeroed, .. } => {
+            Record::Alloc { q, address, size, align, zeroed }
+        }
         Record::Free { address, .. } => Record::Free { q, address },
         Record::Realloc { old_address, address, size, align, .. } => {
             Record::Realloc { q, old_address, address, size, align }
         }
-        Record::Tag { address, type_name, var_name, .. } => Record::Tag { q, address, type_name, var_name },
+        Record::Tag { address, type_name, var_name, .. } => {
+            Record::Tag { q, address, type_name, var_name }
+        }
         other => other,
     }
 }

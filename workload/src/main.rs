@@ -91,8 +91,10 @@ impl Rng {
 
 /// A pronounceable pseudo-word for vocabulary rank `rank`.
 fn word(rank: usize) -> String {
-    const SYLLABLES: [&str; 16] =
-        ["ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "ve", "xa", "yo", "ze", "bri", "cho", "dra", "fle"];
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "ve", "xa", "yo", "ze", "bri", "cho",
+        "dra", "fle",
+    ];
     let mut w = String::new();
     let mut r = rank + 1;
     while r > 0 {
@@ -143,7 +145,10 @@ fn generate_corpus(docs: usize, words: usize, seed: u64) -> Vec<String> {
 /// Lowercased tokens of a document (one `String` per token, as a naive
 /// tokenizer would make).
 fn tokenize(doc: &str) -> Vec<String> {
-    doc.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+    doc.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Indexes documents `first..` of `docs` on one worker.
@@ -248,7 +253,8 @@ fn main() {
 
     let stats = memscope_recorder::stats();
     let workers = corpus.chunks(shard_len).len();
-    let leaked_bytes = workers * LEAKED_NOTES_PER_WORKER * NOTE_CAPACITY + HOT_POSTINGS * size_of::<Posting>();
+    let leaked_bytes =
+        workers * LEAKED_NOTES_PER_WORKER * NOTE_CAPACITY + HOT_POSTINGS * size_of::<Posting>();
     println!(
         "indexed {} documents ({} terms, {} bytes of JSON) on {threads} threads; {hits} query hits",
         corpus.len(),
