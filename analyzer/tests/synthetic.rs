@@ -1,0 +1,357 @@
+//! Every query file and table on synthetic traces whose answers are known
+//! exactly, and the parallel decoder against the sequential reference.
+
+mod common;
+
+use common::*;
+use memscope_analyzer::decode::TraceFile;
+use memscope_analyzer::pairing::Anomalies;
+use memscope_schema::writer::synthetic_header;
+use memscope_schema::{Record, Totals, Trace, TraceWriter};
+use proptest::prelude::*;
+
+const STRINGS: [(u32, &str); 8] = [
+    (1, "app::Order"),
+    (2, "orders"),
+    (3, "app::Session"),
+    (4, "session"),
+    (5, "app::Grow"),
+    (6, "grow"),
+    (7, "unused"),
+    (8, "unused2"),
+];
+
+/// The reference trace. Times are nanoseconds. Thread 1 "main", thread 2
+/// "worker":
+///
+/// * three `app::Order` blocks of 256 bytes at 0x1000, 0x1200, 0x1500 and
+///   an untagged 64-byte block far away, all leaked;
+/// * an `app::Session` of 1000 bytes at 0x2000 (tagged through an interior
+///   address), freed after 100 ns;
+/// * untagged blocks living 0, 1, 3, 1024 and 1000 ns;
+/// * on the worker, an `app::Grow` block reallocated twice (once in place)
+///   and freed, and a deallocation of an address never allocated.
+fn reference(w: &mut TraceWriter) {
+    let main = |w: &mut TraceWriter, r: Record<'static>| w.push(1, 100, &r);
+    let worker = |w: &mut TraceWriter, r: Record<'static>| w.push(2, 200, &r);
+    main(w, Record::ThreadName { q: 0, name: b"main" });
+    for (id, s) in &STRINGS[..4] {
+        main(w, Record::String { id: *id, bytes: s.as_bytes() });
+    }
+    main(w, alloc(100, 0x1000, 256));
+    main(w, tag(101, 0x1000, 1, 2));
+    main(w, alloc(110, 0x1200, 256));
+    main(w, tag(111, 0x1200, 1, 2));
+    main(w, alloc(120, 0x1500, 256));
+    main(w, tag(121, 0x1500, 1, 2));
+    main(w, alloc(130, 0x10_0000_0000, 64));
+    main(w, alloc(200, 0x2000, 1000));
+    main(w, tag(250, 0x2010, 3, 4));
+    main(w, free(300, 0x2000));
+    main(w, alloc(400, 0x3000, 10));
+    main(w, free(400, 0x3000));
+    main(w, alloc(500, 0x3100, 20));
+    main(w, free(501, 0x3100));
+    main(w, alloc(600, 0x3200, 30));
+    main(w, free(603, 0x3200));
+    main(w, alloc(1000, 0x4000, 40));
+    main(w, free(2024, 0x4000));
+    main(w, alloc(3000, 0x5000, 50));
+    main(w, free(4000, 0x5000));
+    worker(w, Record::ThreadName { q: 650, name: b"worker" });
+    for (id, s) in &STRINGS[4..] {
+        worker(w, Record::String { id: *id, bytes: s.as_bytes() });
+    }
+    worker(w, alloc(700, 0x6000, 16));
+    worker(w, tag(700, 0x6000, 5, 6));
+    worker(w, realloc(710, 0x6000, 0x6100, 32));
+    worker(w, realloc(720, 0x6100, 0x6100, 64));
+    worker(w, free(730, 0x6100));
+    worker(w, free(800, 0x999_9000));
+    worker(w, Record::ThreadExit { q: 900 });
+    let totals =
+        Totals { events: 26, allocations: 13, deallocations: 10, reallocations: 2, dropped: 0 };
+    main(w, Record::End { q: 5000, totals });
+}
+
+fn reference_trace(dir: &std::path::Path) -> std::path::PathBuf {
+    write_trace(dir, "reference.trace", reference)
+}
+
+#[test]
+fn leaks_query() {
+    let dir = temp_dir();
+    let t = reference_trace(dir.path());
+    assert_eq!(
+        lines(&t, &query_file("leaks.sql")),
+        ["app::Order|1|main|3|768|256|100", "(untagged)|1|main|1|64|64|130"]
+    );
+}
+
+#[test]
+fn type_hotspots_query() {
+    let dir = temp_dir();
+    let t = reference_trace(dir.path());
+    assert_eq!(
+        lines(&t, &query_file("type_hotspots.sql")),
+        [
+            "app::Session|1|1000|1000|1000|0",
+            "app::Order|3|768|256|768|768",
+            "(untagged)|6|214|35|114|64",
+            "app::Grow|3|112|37|64|0",
+        ]
+    );
+}
+
+#[test]
+fn lifetime_histogram_query() {
+    let dir = temp_dir();
+    let t = reference_trace(dir.path());
+    assert_eq!(
+        lines(&t, &query_file("lifetime_histogram.sql")),
+        [
+            "freed|0|0|2|2|30",
+            "freed|1|2|4|1|30",
+            "freed|3|8|16|3|112",
+            "freed|6|64|128|1|1000",
+            "freed|9|512|1024|1|50",
+            "freed|10|1024|2048|1|40",
+            "leaked||||4|832",
+        ]
+    );
+}
+
+#[test]
+fn fragmentation_query() {
+    let dir = temp_dir();
+    let t = reference_trace(dir.path());
+    let rows = rows(&t, &query_file("fragmentation.sql"));
+    assert_eq!(rows.len(), 2);
+    // At the peak (t = 200 ns): Orders at 0x1000, 0x1200, 0x1500, the
+    // Session at 0x2000 and the far block: gaps 256, 512 and 2560 bytes
+    // (the gap to the far block is over 64 MiB and ignored).
+    assert_eq!(rows[0][..6], ["peak", "200", "5", "1832", "3328", "2560"]);
+    let f: f64 = rows[0][6].parse().unwrap();
+    assert!((f - (1.0 - 2560.0 / 3328.0)).abs() < 1e-12, "{f}");
+    // At the end: the three Orders and the far block; gaps 256 and 512.
+    assert_eq!(rows[1][..6], ["end", "5000", "4", "832", "768", "512"]);
+    let f: f64 = rows[1][6].parse().unwrap();
+    assert!((f - (1.0 - 512.0 / 768.0)).abs() < 1e-12, "{f}");
+}
+
+#[test]
+fn fragmentation_without_free_space_is_null() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "one.trace", |w| w.push(1, 1, &alloc(5, 0x1000, 64)));
+    assert_eq!(lines(&t, "fragmentation"), ["peak|5|1|64|0|0|", "end|5|1|64|0|0|"]);
+}
+
+#[test]
+fn allocations_table() {
+    let dir = temp_dir();
+    let t = reference_trace(dir.path());
+    let got = lines(
+        &t,
+        "SELECT alloc_id, address, size, alloc_ts_ns, free_ts_ns, lifetime_ns, alloc_thread_id, free_thread_id, \
+         type_name, var_name, realloc_from, realloc_to FROM allocations WHERE address >= 24576 AND address < 30000 \
+         ORDER BY alloc_id",
+    );
+    // The Grow chain: ids are event ids; each reallocation ends one
+    // allocation and starts the next, which keeps the tag.
+    let ids: Vec<String> = rows(&t, "SELECT event_id FROM events WHERE kind IN ('allocation','reallocation') AND address >= 24576 AND address < 30000 ORDER BY event_id")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(
+        got,
+        [
+            format!("{a}|24576|16|700|710|10|2|2|app::Grow|grow||{b}"),
+            format!("{b}|24832|32|710|720|10|2|2|app::Grow|grow|{a}|{c}"),
+            format!("{c}|24832|64|720|730|10|2|2|app::Grow|grow|{b}|"),
+        ]
+    );
+    // The Session was tagged through an interior address.
+    assert_eq!(
+        lines(&t, "SELECT type_name, var_name FROM allocations WHERE address = 8192"),
+        ["app::Session|session"]
+    );
+}
+
+#[test]
+fn events_and_threads_tables() {
+    let dir = temp_dir();
+    let t = reference_trace(dir.path());
+    assert_eq!(
+        lines(&t, "SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind"),
+        ["allocation|11", "deallocation|8", "reallocation|2", "tag|5"]
+    );
+    // The unknown deallocation matches no allocation.
+    assert_eq!(
+        lines(
+            &t,
+            "SELECT thread_id, address, size, alloc_id FROM events WHERE kind = 'deallocation' AND alloc_id IS NULL"
+        ),
+        ["2|161058816||"]
+    );
+    // A deallocation carries the size of the block it freed.
+    assert_eq!(
+        lines(&t, "SELECT size FROM events WHERE kind = 'deallocation' AND address = 8192"),
+        ["1000"]
+    );
+    // Events are in time order with ids from 0.
+    assert_eq!(
+        lines(
+            &t,
+            "SELECT count(*), min(event_id), max(event_id), bool_and(ts_ns >= 0) FROM events"
+        ),
+        ["26|0|25|true"]
+    );
+    assert_eq!(
+        lines(
+            &t,
+            "SELECT thread_id, os_tid, name, start_ts_ns, exit_ts_ns, allocations, allocated_bytes FROM threads ORDER BY thread_id"
+        ),
+        ["1|100|main|0||10|1982", "2|200|worker|650|900|3|112"]
+    );
+    assert_eq!(
+        lines(
+            &t,
+            "SELECT program, pid, duration_ns, finished, format_version, clock_source, events, threads FROM trace"
+        ),
+        ["synthetic|4242|5000|true|1.0|monotonic|26|2"]
+    );
+    let l = loaded(&t);
+    assert_eq!(
+        l.data.anomalies,
+        Anomalies {
+            unknown_deallocations: 1,
+            unknown_reallocations: 0,
+            overlapping_allocations: 0,
+            unmatched_tags: 0
+        }
+    );
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn frees_sort_before_allocations_of_other_threads_at_equal_times() {
+    // Thread 2 frees 0x100 at t=50 and thread 1 reuses it at t=50: the
+    // reuse must start a new allocation, not collide with the old one.
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "reuse.trace", |w| {
+        w.push(2, 2, &alloc(10, 0x100, 8));
+        w.push(1, 1, &alloc(50, 0x100, 16));
+        w.push(2, 2, &free(50, 0x100));
+        w.push(1, 1, &free(60, 0x100));
+    });
+    assert_eq!(
+        lines(
+            &t,
+            "SELECT size, alloc_ts_ns, free_ts_ns, alloc_thread_id, free_thread_id FROM allocations ORDER BY alloc_ts_ns"
+        ),
+        ["8|10|50|2|2", "16|50|60|1|1"]
+    );
+    assert_eq!(loaded(&t).data.anomalies, Anomalies::default());
+}
+
+#[test]
+fn unfinished_trace_warns_and_counts_recovered_events() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "unfinished.trace", |w| {
+        w.header_mut().flags = 0;
+        w.push(1, 1, &alloc(10, 0x100, 8));
+        w.push(1, 1, &alloc(20, 0x200, 8));
+        w.push_unused_blocks(2);
+    });
+    let l = loaded(&t);
+    assert_eq!(
+        l.warnings,
+        [
+            "trace not finished: 2 events recovered (the program was killed, crashed or is still running)"
+        ]
+    );
+    assert_eq!(lines(&t, "SELECT finished, duration_ns FROM trace"), ["false|20"]);
+}
+
+#[test]
+fn end_marker_totals_above_decoded_events_warn() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "short.trace", |w| {
+        w.push(1, 1, &alloc(10, 0x100, 8));
+        let totals = Totals { events: 5, allocations: 5, ..Totals::default() };
+        w.push(1, 1, &Record::End { q: 20, totals });
+    });
+    assert_eq!(
+        loaded(&t).warnings,
+        ["the end marker counts 5 events but only 1 were decoded; 4 are missing"]
+    );
+}
+
+#[test]
+fn empty_trace_has_empty_tables() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "empty.trace", |_| {});
+    assert_eq!(lines(&t, "leaks"), Vec::<String>::new());
+    assert_eq!(lines(&t, "lifetime_histogram"), ["leaked||||0|0"]);
+    assert_eq!(lines(&t, "SELECT events, threads, duration_ns FROM trace"), ["0|0|0"]);
+}
+
+fn arb_events() -> impl Strategy<Value = Vec<(u32, u8, u64, u64)>> {
+    // (thread, kind, address slot, time step)
+    prop::collection::vec((1u32..5, 0u8..4, 0u64..64, 0u64..5000), 0..600)
+}
+
+proptest! {
+    /// The analyzer's parallel block decoder yields exactly the sequential
+    /// reference reader's records, for random multi-thread traces.
+    #[test]
+    fn parallel_decoder_equals_sequential_reader(items in arb_events(), block_len in prop::sample::select(vec![4096u32, 65536])) {
+        let mut w = TraceWriter::new(synthetic_header(block_len));
+        let mut clocks = [0u64; 5];
+        for (t, kind, slot, step) in items {
+            clocks[t as usize] += step;
+            let q = clocks[t as usize];
+            let address = 0x1000 + slot * 64;
+            let r = match kind {
+                0 => alloc(q, address, slot + 1),
+                1 => free(q, address),
+                2 => realloc(q, address, address + 0x10_0000, slot * 3 + 1),
+                _ => tag(q, address, 1, 2),
+            };
+            w.push(t, t + 10, &r);
+        }
+        let bytes = w.finish();
+        let dir = temp_dir();
+        let path = dir.path().join("p.trace");
+        std::fs::write(&path, &bytes).unwrap();
+        let parallel = TraceFile::open(&path).unwrap().decode().unwrap();
+        let sequential = Trace::read(&bytes).unwrap();
+        prop_assert_eq!(parallel.len(), sequential.blocks.len());
+        for (p, s) in parallel.iter().zip(&sequential.blocks) {
+            prop_assert_eq!((p.thread_id, p.seq, p.base_q), (s.header.thread_id, s.header.seq, s.header.base_q));
+            let mut tags = p.tags.iter();
+            let mut events = 0;
+            for r in &s.records {
+                let i = events;
+                let got = (p.q[i], p.kind[i], p.address[i]);
+                match *r {
+                    Record::Alloc { q, address, size, .. } => { prop_assert_eq!(got, (q, 0, address)); prop_assert_eq!(p.size[i], size); }
+                    Record::Free { q, address } => prop_assert_eq!(got, (q, 1, address)),
+                    Record::Realloc { q, old_address, address, size, .. } => {
+                        prop_assert_eq!(got, (q, 2, address));
+                        prop_assert_eq!((p.old_address[i], p.size[i]), (old_address, size));
+                    }
+                    Record::Tag { q, address, type_name, var_name } => {
+                        prop_assert_eq!(got, (q, 3, address));
+                        prop_assert_eq!(tags.next(), Some(&(type_name, var_name)));
+                    }
+                    _ => continue,
+                }
+                events += 1;
+            }
+            prop_assert_eq!(events, p.len());
+        }
+    }
+}
