@@ -76,7 +76,7 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded> {
     let file = TraceFile::open(path)?;
     let blocks = file.decode()?;
-    let data = TraceData::build(file.header().clone(), blocks);
+    let data = TraceData::build(file.header().clone(), blocks, file.bytes().len() as u64);
     let tables = tables::build(&data)?;
     let warnings = warnings(&data);
     Ok(Loaded { data, tables, warnings })

@@ -90,12 +90,15 @@ pub struct TraceData {
     pub last_ts_ns: i64,
     /// Extended records of unknown subkinds that were skipped.
     pub skipped_records: u64,
+    /// Size of the trace file in bytes.
+    pub file_bytes: u64,
 }
 
 impl TraceData {
-    /// Assembles decoded blocks: merges the threads' events into one time
-    /// order, pairs allocations with their ends and gathers thread facts.
-    pub fn build(header: FileHeader, mut blocks: Vec<BlockEvents>) -> TraceData {
+    /// Assembles the decoded blocks of a trace file of `file_bytes` bytes:
+    /// merges the threads' events into one time order, pairs allocations
+    /// with their ends and gathers thread facts.
+    pub fn build(header: FileHeader, mut blocks: Vec<BlockEvents>, file_bytes: u64) -> TraceData {
         let scale = TimeScale::new(&header);
         blocks.sort_unstable_by_key(|b| (b.thread_id, b.seq));
         let strings = strings(&blocks);
@@ -154,6 +157,7 @@ impl TraceData {
             end,
             last_ts_ns,
             skipped_records,
+            file_bytes,
         }
     }
 

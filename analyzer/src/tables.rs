@@ -165,6 +165,7 @@ fn trace(data: &TraceData) -> Vec<ArrayRef> {
         Arc::new(StringArray::from(vec![h.clock.name()])),
         Arc::new(UInt64Array::from(vec![data.events.len() as u64])),
         Arc::new(UInt64Array::from(vec![data.threads.len() as u64])),
+        Arc::new(UInt64Array::from(vec![data.file_bytes])),
     ]
 }
 

@@ -328,6 +328,7 @@ pub const TRACE: Table = Table {
         col("clock_source", Utf8, false, None, "'tsc' or 'monotonic'."),
         col("events", UInt64, false, None, "Rows of the events table."),
         col("threads", UInt64, false, None, "Rows of the threads table."),
+        col("file_bytes", UInt64, false, BYTES, "Size of the trace file (header and every block)."),
     ],
 };
 

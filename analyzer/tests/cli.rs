@@ -1,0 +1,432 @@
+//! The `memscope-analyze` command line: outputs, `convert`, `tables`, and
+//! bad input, each with its message and exit code.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use memscope_schema::format::{header_offset, kind, pack_head};
+use memscope_schema::tables::TABLES;
+
+fn small_trace(dir: &Path) -> std::path::PathBuf {
+    write_trace(dir, "small.trace", |w| {
+        w.push(1, 1, &memscope_schema::Record::String { id: 1, bytes: b"app::Buf" });
+        w.push(1, 1, &alloc(10, 0x1000, 100));
+        w.push(1, 1, &tag(11, 0x1000, 1, 0));
+        w.push(1, 1, &alloc(20, 0x2000, 50));
+        w.push(1, 1, &free(30, 0x2000));
+    })
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn prints_an_aligned_table_by_default() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let out = analyze(&[t.to_str().unwrap(), "--sql", &query_file("leaks.sql")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("| type_name | thread_id | thread_name | leaked_count | leaked_bytes |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| app::Buf  | 1         |             | 1            | 100          |"),
+        "{text}"
+    );
+}
+
+#[test]
+fn csv_json_and_several_queries() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let t = t.to_str().unwrap();
+    let out = analyze(&[
+        t,
+        "--sql",
+        "SELECT size, free_ts_ns FROM allocations ORDER BY size",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(stdout(&out), "size,free_ts_ns\n50,30\n100,\n");
+    let out = analyze(&[
+        t,
+        "--sql",
+        "SELECT size FROM allocations WHERE size > 1000",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(stdout(&out), "[]\n");
+    // Several results in a table: each titled.
+    let out = analyze(&[t, "--sql", "SELECT 1 AS one", "--sql", "leaks"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("-- query1 (1 rows)\n"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("\n-- leaks (1 rows)\n"));
+    // Several results as CSV need a directory.
+    let out = analyze(&[t, "--sql", "SELECT 1", "--sql", "SELECT 2", "--format", "csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("need --output DIR"), "{}", stderr(&out));
+    let outdir = dir.path().join("results");
+    let out = analyze(&[
+        t,
+        "--sql",
+        "SELECT 1 AS a",
+        "--sql",
+        "leaks",
+        "--format",
+        "csv",
+        "-o",
+        outdir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(outdir.join("query1.csv")).unwrap(), "a\n1\n");
+    assert!(
+        std::fs::read_to_string(outdir.join("leaks.csv"))
+            .unwrap()
+            .starts_with("type_name,thread_id")
+    );
+}
+
+#[test]
+fn a_file_with_several_statements_runs_them_in_order() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let sql = dir.path().join("two.sql");
+    std::fs::write(&sql, "-- a view, then a query\nCREATE VIEW big AS SELECT * FROM allocations WHERE size > 60;\nSELECT count(*) AS n FROM big;\n")
+        .unwrap();
+    let out = analyze(&[t.to_str().unwrap(), "--sql", sql.to_str().unwrap(), "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "n\n1\n");
+}
+
+#[test]
+fn output_files_are_never_overwritten_without_force() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let t = t.to_str().unwrap();
+    let target = dir.path().join("out.csv");
+    std::fs::write(&target, "precious").unwrap();
+    let out =
+        analyze(&[t, "--sql", "SELECT 1 AS a", "--format", "csv", "-o", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(73));
+    assert!(
+        stderr(&out).contains("already exists (use --force to replace it)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    let out = analyze(&[
+        t,
+        "--sql",
+        "SELECT 1 AS a",
+        "--format",
+        "csv",
+        "-o",
+        target.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "a\n1\n");
+    // No temporary files are left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn parquet_needs_an_output_path() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "leaks", "--format", "parquet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--format parquet needs --output"), "{}", stderr(&out));
+}
+
+#[test]
+fn convert_writes_parquet_that_answers_like_the_trace() {
+    let dir = temp_dir();
+    let t = reference_like(dir.path());
+    let ds = dir.path().join("dataset");
+    let out = analyze(&["convert", t.to_str().unwrap(), "-o", ds.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for table in TABLES {
+        let path = ds.join(format!("{}.parquet", table.name));
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let meta = reader.metadata().file_metadata();
+        let kv = meta.key_value_metadata().expect("footer metadata");
+        let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
+        assert_eq!(get("memscope.table").as_deref(), Some(table.name));
+        assert_eq!(get("memscope.format_version").as_deref(), Some("1.0"));
+        assert_eq!(get("memscope.pid").as_deref(), Some("4242"));
+        assert!(get("ARROW:schema").is_some(), "the Arrow schema is in the footer");
+        let columns: Vec<&str> = meta.schema_descr().columns().iter().map(|c| c.name()).collect();
+        assert_eq!(columns, table.columns.iter().map(|c| c.name).collect::<Vec<_>>());
+    }
+    for q in ["leaks.sql", "type_hotspots.sql", "lifetime_histogram.sql", "fragmentation.sql"] {
+        assert_eq!(
+            lines(&ds, &query_file(q)),
+            lines(&t, &query_file(q)),
+            "{q} differs between trace and Parquet"
+        );
+    }
+    assert_eq!(
+        lines(
+            &ds,
+            "SELECT arrow_typeof(a.type_name), arrow_typeof(a.address), arrow_typeof(e.ts_ns) \
+             FROM allocations a JOIN events e ON e.alloc_id = a.alloc_id LIMIT 1"
+        ),
+        ["Dictionary(Int32, Utf8)|UInt64|Int64"]
+    );
+    // Converting again refuses to overwrite, and --force replaces.
+    let out = analyze(&["convert", t.to_str().unwrap(), "-o", ds.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(73));
+    let out = analyze(&["convert", t.to_str().unwrap(), "-o", ds.to_str().unwrap(), "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The directory stands in for the trace on the command line.
+    let out = analyze(&[ds.to_str().unwrap(), "--sql", "leaks", "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A trace with leaks, frees, reallocations and tags on two threads.
+fn reference_like(dir: &Path) -> std::path::PathBuf {
+    write_trace(dir, "ref.trace", |w| {
+        w.push(1, 1, &memscope_schema::Record::ThreadName { q: 0, name: b"main" });
+        w.push(1, 1, &memscope_schema::Record::String { id: 1, bytes: b"app::A" });
+        w.push(2, 2, &memscope_schema::Record::String { id: 2, bytes: b"app::B" });
+        for i in 0..500u64 {
+            let a = 0x10000 + i * 0x100;
+            w.push(1, 1, &alloc(i * 10, a, 16 + i % 64));
+            w.push(1, 1, &tag(i * 10, a, 1 + (i % 2) as u32, 0));
+            if i % 3 != 0 {
+                w.push(2, 2, &realloc(i * 10 + 5, a, a + 0x1_0000_0000, 100));
+                w.push(2, 2, &free(i * 10 + 7 + i % 13, a + 0x1_0000_0000));
+            }
+        }
+    })
+}
+
+#[test]
+fn tables_lists_every_column() {
+    let out = analyze(&["tables", "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for t in TABLES {
+        for c in t.columns {
+            assert!(
+                text.contains(&format!("{},{},", t.name, c.name)),
+                "{}.{} missing",
+                t.name,
+                c.name
+            );
+        }
+    }
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let out = analyze(&["tables", t.to_str().unwrap(), "--format", "csv"]);
+    assert!(stdout(&out).contains("allocations,2,alloc_id,UInt64,false,"), "{}", stdout(&out));
+}
+
+#[test]
+fn readme_documents_every_column() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for t in TABLES {
+        assert!(
+            readme.contains(&format!("### `{}`", t.name)),
+            "README has no section for table {}",
+            t.name
+        );
+        for c in t.columns {
+            assert!(
+                readme.contains(&format!("| `{}` |", c.name)),
+                "README does not document {}.{}",
+                t.name,
+                c.name
+            );
+        }
+    }
+}
+
+/// Runs the analyzer on `bytes` written to a file and returns (exit code,
+/// stderr).
+fn analyze_bytes(bytes: &[u8]) -> (Option<i32>, String) {
+    let dir = temp_dir();
+    let path = dir.path().join("bad.trace");
+    std::fs::write(&path, bytes).unwrap();
+    let out = analyze(&[path.to_str().unwrap(), "--sql", "leaks"]);
+    let err = stderr(&out).replace(path.to_str().unwrap(), "BAD");
+    (out.status.code(), err)
+}
+
+#[test]
+fn bad_traces_give_exact_errors() {
+    let dir = temp_dir();
+    let good = std::fs::read(small_trace(dir.path())).unwrap();
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "empty",
+            vec![],
+            "BAD: at byte offset 0: the file is empty, expected a memscope trace header",
+        ),
+        (
+            "not a trace",
+            b"hello world, not a trace".to_vec(),
+            "BAD: at byte offset 0: not a memscope trace: expected magic \"MEMSCOPE\", found \"hello wo\"",
+        ),
+        (
+            "header cut",
+            good[..64].to_vec(),
+            "BAD: at byte offset 64: the header is cut short: the file has 64 bytes, the header needs 128",
+        ),
+        (
+            "block cut",
+            good[..good.len() - 10].to_vec(),
+            "a block is cut short: 65526 bytes present, a block has 65536",
+        ),
+        (
+            "future major",
+            with_u16(&good, header_offset::MAJOR, 9),
+            "BAD: at byte offset 8: trace format version 9.0 is not supported: this analyzer reads major version 1",
+        ),
+        (
+            "bad block magic",
+            with_bytes(&good, 4096, b"XXXX"),
+            "BAD: at byte offset 4096: a block starts with 0x58585858",
+        ),
+        ("unknown kind", with_word(&good, end_of_data(&good), 9), "unknown record kind 9"),
+        (
+            "record past block end",
+            record_past_block_end(&good),
+            "a record of kind 3 needs 24 bytes but only 8 remain in its block",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let (code, err) = analyze_bytes(&bytes);
+        assert_eq!(code, Some(65), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: expected {expected:?} in {err:?}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    // An older-or-newer minor version of major 1 reads.
+    let (code, err) = analyze_bytes(&with_u16(&good, header_offset::MINOR, 3));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// Offset of the first zero word of the first block: where the next
+/// record would start (no word of the small trace's records is zero).
+fn end_of_data(bytes: &[u8]) -> usize {
+    (4096 + 32..4096 + 65536).step_by(8).find(|&i| bytes[i..i + 8] == [0; 8]).unwrap()
+}
+
+/// Fills the first block with one-word records up to its last word, which
+/// starts a three-word record.
+fn record_past_block_end(bytes: &[u8]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    let last = 4096 + 65536 - 8;
+    for i in (end_of_data(bytes)..last).step_by(8) {
+        b[i..i + 8].copy_from_slice(&pack_head(kind::FREE, 0, 0x10).to_le_bytes());
+    }
+    with_word(&b, last, pack_head(kind::REALLOC, 0, 0x10))
+}
+
+fn with_word(bytes: &[u8], at: usize, v: u64) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    b
+}
+
+fn with_u16(bytes: &[u8], at: usize, v: u16) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    b
+}
+
+fn with_bytes(bytes: &[u8], at: usize, v: &[u8]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at..at + v.len()].copy_from_slice(v);
+    b
+}
+
+#[test]
+fn missing_inputs_and_directories() {
+    let dir = temp_dir();
+    let missing = dir.path().join("nope.trace");
+    let out = analyze(&[missing.to_str().unwrap(), "--sql", "leaks"]);
+    assert_eq!(out.status.code(), Some(66));
+    assert!(
+        stderr(&out).contains(&format!("{}: no such file or directory", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = analyze(&[dir.path().to_str().unwrap(), "--sql", "leaks"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(stderr(&out).contains("is a directory without memscope tables"), "{}", stderr(&out));
+
+    let t = small_trace(dir.path());
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "queries/no_such_query.sql"]);
+    assert_eq!(out.status.code(), Some(66));
+    assert!(
+        stderr(&out).contains("queries/no_such_query.sql: no such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = analyze(&[t.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "--sql is required");
+}
+
+#[test]
+fn sql_errors_name_the_file_and_line() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let sql = dir.path().join("broken.sql");
+    std::fs::write(
+        &sql,
+        "-- first statement is fine\nSELECT 1;\n\nSELECT no_such_column\nFROM allocations;\n",
+    )
+    .unwrap();
+    let out = analyze(&[t.to_str().unwrap(), "--sql", sql.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:4:", sql.display())), "{err}");
+    assert!(err.contains("no_such_column"), "{err}");
+
+    std::fs::write(&sql, "SELECT 1;\nSELEC oops FROM allocations;\n").unwrap();
+    let out = analyze(&[t.to_str().unwrap(), "--sql", sql.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("{}:2:", sql.display())), "{}", stderr(&out));
+
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "SELECT * FROM nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--sql #1, line 1: "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+}
+
+#[test]
+fn unfinished_trace_warns_but_succeeds() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "crashed.trace", |w| {
+        w.header_mut().flags = 0;
+        w.push(1, 1, &alloc(10, 0x100, 8));
+    });
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "leaks", "--format", "csv"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("warning: trace not finished: 1 events recovered"),
+        "{}",
+        stderr(&out)
+    );
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "leaks", "-q"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
