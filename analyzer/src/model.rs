@@ -121,7 +121,7 @@ impl TraceData {
                 });
             }
             let t = threads.last_mut().expect("pushed above");
-            if let Some(&(_, ref name)) = b.names.iter().max_by_key(|(q, _)| *q) {
+            if let Some((_, name)) = b.names.iter().max_by_key(|(q, _)| *q) {
                 t.name = Some(name.clone());
             }
             if let Some(q) = b.exit_q {

@@ -208,7 +208,7 @@ fn reference_like(dir: &Path) -> std::path::PathBuf {
             let a = 0x10000 + i * 0x100;
             w.push(1, 1, &alloc(i * 10, a, 16 + i % 64));
             w.push(1, 1, &tag(i * 10, a, 1 + (i % 2) as u32, 0));
-            if i % 3 != 0 {
+            if !i.is_multiple_of(3) {
                 w.push(2, 2, &realloc(i * 10 + 5, a, a + 0x1_0000_0000, 100));
                 w.push(2, 2, &free(i * 10 + 7 + i % 13, a + 0x1_0000_0000));
             }

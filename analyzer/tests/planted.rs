@@ -128,27 +128,31 @@ fn main() {
         .unwrap();
     assert!(status.success(), "the traced child failed: {status}");
     let t: &'static Path = Box::leak(trace.into_boxed_path());
-    let trials = vec![
-        libtest_mimic::Trial::test("leaks_query_finds_the_planted_leaks", move || Ok(leaks(t))),
-        libtest_mimic::Trial::test("type_hotspots_query_counts_planted_types", move || {
-            Ok(type_hotspots(t))
-        }),
-        libtest_mimic::Trial::test("lifetime_histogram_query_places_the_sleeper", move || {
-            Ok(lifetimes(t))
-        }),
-        libtest_mimic::Trial::test("fragmentation_query_agrees_with_leaks", move || {
-            Ok(fragmentation(t))
-        }),
-        libtest_mimic::Trial::test("reallocation_chain_is_linked", move || Ok(realloc_chain(t))),
-        libtest_mimic::Trial::test("cross_thread_frees_name_both_threads", move || {
-            Ok(cross_thread(t))
-        }),
-        libtest_mimic::Trial::test("interior_pointer_tag_resolves", move || Ok(interior_tag(t))),
+    let checks: [(&str, Check); 7] = [
+        ("leaks_query_finds_the_planted_leaks", leaks),
+        ("type_hotspots_query_counts_planted_types", type_hotspots),
+        ("lifetime_histogram_query_places_the_sleeper", lifetimes),
+        ("fragmentation_query_agrees_with_leaks", fragmentation),
+        ("reallocation_chain_is_linked", realloc_chain),
+        ("cross_thread_frees_name_both_threads", cross_thread),
+        ("interior_pointer_tag_resolves", interior_tag),
     ];
+    let trials = checks
+        .into_iter()
+        .map(|(name, check)| {
+            libtest_mimic::Trial::test(name, move || {
+                check(t);
+                Ok(())
+            })
+        })
+        .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     drop(dir);
     conclusion.exit();
 }
+
+/// A check of the child's trace.
+type Check = fn(&Path);
 
 fn query_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("queries").join(name)

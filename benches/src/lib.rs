@@ -34,17 +34,17 @@ pub fn synthetic_trace(events: usize, threads: u32) -> Vec<u8> {
         while written < per_thread {
             q += 20 + rng.next() % 40;
             let slot = (rng.next() % slots.len() as u64) as usize;
-            if slots[slot] != 0 && rng.next() % 1000 != 0 {
+            if slots[slot] != 0 && !rng.next().is_multiple_of(1000) {
                 w.push(t, 1000 + t, &Record::Free { q, address: slots[slot] });
                 written += 1;
             }
-            let size = 16 + rng.next() % (if rng.next() % 4 == 0 { 8192 } else { 112 });
+            let size = 16 + rng.next() % (if rng.next().is_multiple_of(4) { 8192 } else { 112 });
             let address = next_address;
             next_address += (size + 15) & !15;
             w.push(t, 1000 + t, &Record::Alloc { q, address, size, align: 8, zeroed: false });
             written += 1;
             slots[slot] = address;
-            if rng.next() % 11 == 0 {
+            if rng.next().is_multiple_of(11) {
                 q += 10;
                 let grown = next_address;
                 next_address += size * 2;

@@ -21,7 +21,8 @@ fn main() {
     if let Some(scenario) = support::child_scenario() {
         memscope_recorder::init();
         // Ten marker blocks, live when the program dies.
-        let _keep: Vec<Vec<u8>> = (0..10).map(|_| Vec::with_capacity(MARKER as usize)).collect();
+        let _keep: Vec<Vec<u8>> =
+            (0..10).map(|_| std::hint::black_box(Vec::with_capacity(MARKER as usize))).collect();
         match scenario.as_str() {
             "abort" => std::process::abort(),
             "panic" => panic!("the traced program panics out of main"),
@@ -94,13 +95,13 @@ fn allocate_until_killed() -> ! {
                 let mut ring: Vec<Vec<u8>> = Vec::with_capacity(64);
                 let mut done = 0u64;
                 loop {
-                    let block: Vec<u8> = Vec::with_capacity(MARKER as usize);
+                    let block: Vec<u8> = std::hint::black_box(Vec::with_capacity(MARKER as usize));
                     done += 1;
                     if ring.len() == 64 {
                         ring.remove(0);
                     }
                     ring.push(block);
-                    if done % 50 == 0 {
+                    if done.is_multiple_of(50) {
                         let mut out = std::io::stdout().lock();
                         let _ = writeln!(out, "{t} {done}");
                         let _ = out.flush();

@@ -4,6 +4,7 @@
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
 
 use memscope_recorder::{Config, TrackingAllocator, track_var};
 use memscope_schema::{Record, Trace};
@@ -138,7 +139,7 @@ fn stats_child() {
     // Blocks allocated before init and freed after it count as
     // deallocations, which can hold `active_bytes` at zero: keep a ballast
     // live so that differences below are exact.
-    let ballast = vec![1u8; 1 << 20];
+    let ballast = black_box(vec![1u8; 1 << 20]);
     let before = memscope_recorder::stats();
     let a = Layout::from_size_align(1000, 8).unwrap();
     // SAFETY: valid layouts; blocks freed with their layouts.
@@ -164,7 +165,7 @@ fn stats_child() {
     }
     drop(ballast);
     // A large block moves the published peak at once.
-    let big = vec![0u8; 10 << 20];
+    let big = black_box(vec![0u8; 10 << 20]);
     let with_big = memscope_recorder::stats();
     drop(big);
     assert!(with_big.peak_bytes >= 10 << 20);
@@ -185,8 +186,8 @@ fn init_twice_child() {
                 .name(format!("init-{i}"))
                 .spawn(move || {
                     memscope_recorder::init();
-                    let b = Box::new([i as u8; 333]);
-                    drop(b);
+                    // black_box: the optimizer may not remove the allocation.
+                    drop(black_box(Box::new([i as u8; 333])));
                 })
                 .unwrap()
         })
@@ -197,8 +198,7 @@ fn init_twice_child() {
     memscope_recorder::init();
     memscope_recorder::init_with(Config::default().path("/nonexistent/ignored.trace"))
         .expect("already recording");
-    let b = Box::new([9u8; 333]);
-    drop(b);
+    drop(black_box(Box::new([9u8; 333])));
 }
 
 fn init_twice_and_from_threads_records_once() {
@@ -228,11 +228,11 @@ fn init_errors_child() {
         .unwrap_err();
     assert!(e.to_string().contains("/nonexistent-dir/x.trace"), "{e}");
     // The program goes on, untraced, and may still start recording.
-    let v: Vec<u64> = (0..100).collect();
+    let v: Vec<u64> = black_box((0..100).collect());
     assert_eq!(v.iter().sum::<u64>(), 4950);
     assert_eq!(memscope_recorder::stats().total_allocations, 0);
     memscope_recorder::init();
-    let b = Box::new(7u64);
+    let b = black_box(Box::new(7u64));
     assert_eq!(memscope_recorder::stats().total_allocations, 1);
     drop(b);
 }

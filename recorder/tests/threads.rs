@@ -55,8 +55,8 @@ fn stress_child() {
                     LATE.with(|l| *l.borrow_mut() = Some(Vec::with_capacity(TLS_BLOCK as usize)));
                     let size = (MARKER_SIZE as usize) + w;
                     for i in 0..BLOCKS_PER_WORKER {
-                        let block = vec![i as u8; size];
-                        if i % 2 == 0 {
+                        let block = std::hint::black_box(vec![i as u8; size]);
+                        if i.is_multiple_of(2) {
                             tx.send(block)
                                 .expect("the next worker lives until all blocks are sent");
                         }

@@ -359,7 +359,7 @@ impl FileHeader {
                 DecodeErrorKind::BadHeaderField { name, value, expected },
             )
         };
-        if header_len as usize % PAGE_SIZE != 0
+        if !(header_len as usize).is_multiple_of(PAGE_SIZE)
             || (header_len as usize) < HEADER_FIXED_LEN
             || header_len as usize > MAX_HEADER_LEN
         {

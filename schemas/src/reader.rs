@@ -42,7 +42,7 @@ pub fn block_ranges(header: &FileHeader, file_len: u64) -> Result<Vec<(u64, u64)
         ));
     }
     let body = file_len - start;
-    if body % block_len != 0 {
+    if !body.is_multiple_of(block_len) {
         let cut = start + body / block_len * block_len;
         return Err(DecodeError::new(
             file_len,

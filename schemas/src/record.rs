@@ -321,7 +321,7 @@ impl<'a> BlockDecoder<'a> {
     /// nor starts with the block magic.
     pub fn new(bytes: &'a [u8], offset: u64) -> Result<Option<BlockDecoder<'a>>, DecodeError> {
         let min = BLOCK_HEADER_WORDS * WORD_SIZE;
-        if bytes.len() < min || bytes.len() % WORD_SIZE != 0 {
+        if bytes.len() < min || !bytes.len().is_multiple_of(WORD_SIZE) {
             return Err(DecodeError::new(
                 offset + bytes.len() as u64,
                 DecodeErrorKind::BlockCutShort { len: bytes.len() as u64, expected: min as u64 },

@@ -125,14 +125,14 @@ fn generate_corpus(docs: usize, words: usize, seed: u64) -> Vec<String> {
                 if i > 0 {
                     doc.push(' ');
                 }
-                if rng.next() % 9 == 0 {
+                if rng.next().is_multiple_of(9) {
                     let mut capital = vocabulary[rank].clone();
                     capital[..1].make_ascii_uppercase();
                     doc.push_str(&capital);
                 } else {
                     doc.push_str(&vocabulary[rank]);
                 }
-                if rng.next() % 13 == 0 {
+                if rng.next().is_multiple_of(13) {
                     doc.push(',');
                 }
             }

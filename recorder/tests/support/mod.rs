@@ -54,7 +54,9 @@ pub fn spawn_child(scenario: &str, trace: &Path) -> Child {
 /// The records of each thread, in order, keyed by thread name (the last
 /// name recorded for the thread).
 pub fn records_by_thread<'a>(trace: &Trace<'a>) -> HashMap<String, Vec<Record<'a>>> {
-    let mut by_id: HashMap<u32, (Option<String>, Vec<(u32, Vec<Record<'a>>)>)> = HashMap::new();
+    /// A thread's last name and its blocks' records by block sequence.
+    type Blocks<'a> = (Option<String>, Vec<(u32, Vec<Record<'a>>)>);
+    let mut by_id: HashMap<u32, Blocks<'a>> = HashMap::new();
     for b in &trace.blocks {
         let entry = by_id.entry(b.header.thread_id).or_default();
         for r in &b.records {
