@@ -71,24 +71,6 @@ struct Posting {
     count: u32,
 }
 
-/// A small deterministic generator (SplitMix64), so runs are repeatable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A float in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A pronounceable pseudo-word for vocabulary rank `rank`.
 fn word(rank: usize) -> String {
     const SYLLABLES: [&str; 16] = [
@@ -115,24 +97,24 @@ fn generate_corpus(docs: usize, words: usize, seed: u64) -> Vec<String> {
         total += 1.0 / (rank as f64).powf(1.1);
         cdf.push(total);
     }
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     (0..docs)
         .map(|_| {
             let mut doc = String::new();
             for i in 0..words {
-                let x = rng.unit() * total;
+                let x = rng.f64() * total;
                 let rank = cdf.partition_point(|&c| c < x).min(vocabulary.len() - 1);
                 if i > 0 {
                     doc.push(' ');
                 }
-                if rng.next().is_multiple_of(9) {
+                if rng.u32(..9) == 0 {
                     let mut capital = vocabulary[rank].clone();
                     capital[..1].make_ascii_uppercase();
                     doc.push_str(&capital);
                 } else {
                     doc.push_str(&vocabulary[rank]);
                 }
-                if rng.next().is_multiple_of(13) {
+                if rng.u32(..13) == 0 {
                     doc.push(',');
                 }
             }
