@@ -18,6 +18,14 @@
 -- highest, deallocations counted first at equal timestamps; and 'end', the
 -- end of the trace (the blocks live then are the leaked ones).
 --
+-- Beside the heap, the resident set size (RSS) the recorder sampled at or
+-- before each moment: RSS - live_bytes is what the process holds beyond
+-- live heap blocks (allocator overhead and free memory it keeps, stacks,
+-- code, the trace's own pages).
+--
+-- A sampled trace (trace.sample_rate_bytes > 0) lacks most small blocks, so
+-- its gaps overstate free space: do not read fragmentation from it.
+--
 -- Columns:
 --   at                 'peak' or 'end'
 --   at_ns              the moment, in ns since the trace origin
@@ -26,6 +34,8 @@
 --   free_bytes         total size of the gaps below 64 MiB, in bytes
 --   largest_gap_bytes  the largest such gap, in bytes
 --   fragmentation      1 - largest_gap_bytes / free_bytes, from 0 to 1
+--   rss_bytes          the RSS sample at or before the moment, in bytes; NULL
+--                      when there is none
 WITH deltas AS (
     SELECT alloc_ts_ns AS ts_ns, 1 AS ord, CAST(size AS BIGINT) AS delta FROM allocations
     UNION ALL
@@ -63,9 +73,21 @@ summary AS (
            COALESCE(MAX(CASE WHEN gap > 0 AND gap < 67108864 THEN gap ELSE 0 END), 0) AS largest_gap_bytes
     FROM gaps
     GROUP BY at, sort_key, at_ns
+),
+rss_at AS (
+    SELECT p.at, MAX(r.ts_ns) AS ts_ns
+    FROM points p JOIN rss r ON r.ts_ns <= p.at_ns
+    GROUP BY p.at
+),
+rss_value AS (
+    SELECT ra.at, MAX(r.rss_bytes) AS rss_bytes
+    FROM rss_at ra JOIN rss r ON r.ts_ns = ra.ts_ns
+    GROUP BY ra.at
 )
-SELECT at, at_ns, live_blocks, live_bytes, free_bytes, largest_gap_bytes,
-       CASE WHEN free_bytes = 0 THEN NULL
-            ELSE 1.0 - CAST(largest_gap_bytes AS DOUBLE) / CAST(free_bytes AS DOUBLE) END AS fragmentation
-FROM summary
-ORDER BY sort_key;
+SELECT s.at, s.at_ns, s.live_blocks, s.live_bytes, s.free_bytes, s.largest_gap_bytes,
+       CASE WHEN s.free_bytes = 0 THEN NULL
+            ELSE 1.0 - CAST(s.largest_gap_bytes AS DOUBLE) / CAST(s.free_bytes AS DOUBLE) END AS fragmentation,
+       v.rss_bytes
+FROM summary s
+LEFT JOIN rss_value v ON v.at = s.at
+ORDER BY s.sort_key;

@@ -11,8 +11,10 @@
 --                    reallocations), or '(untagged)'
 --   thread_id        recorder id of the allocating thread (threads.thread_id)
 --   thread_name      that thread's name; NULL when unnamed
---   leaked_count     number of leaked blocks
---   leaked_bytes     their total requested size, in bytes
+--   leaked_count     number of leaked blocks (estimated from the recorded
+--                    ones when the trace is sampled: SUM(weight))
+--   leaked_bytes     their total requested size, in bytes (estimated when
+--                    sampled: SUM(size * weight))
 --   largest_bytes    size of the largest of them, in bytes
 --   first_alloc_ns   when the earliest of them was allocated, in ns since
 --                    the trace origin (init())
@@ -20,8 +22,8 @@ SELECT
     COALESCE(a.type_name, '(untagged)') AS type_name,
     a.alloc_thread_id                   AS thread_id,
     t.name                              AS thread_name,
-    COUNT(*)                            AS leaked_count,
-    SUM(a.size)                         AS leaked_bytes,
+    CAST(ROUND(SUM(a.weight)) AS BIGINT)          AS leaked_count,
+    CAST(ROUND(SUM(a.size * a.weight)) AS BIGINT) AS leaked_bytes,
     MAX(a.size)                         AS largest_bytes,
     MIN(a.alloc_ts_ns)                  AS first_alloc_ns
 FROM allocations a

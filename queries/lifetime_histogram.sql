@@ -11,12 +11,15 @@
 --   bucket        log2 bucket of lifetime_ns; NULL for the leaked row
 --   lower_ns      smallest lifetime in the bucket, in ns (inclusive)
 --   upper_ns      end of the bucket, in ns (exclusive)
---   allocations   number of allocations in the bucket
---   bytes         their total requested size, in bytes
+--   allocations   number of allocations in the bucket (estimated when the
+--                 trace is sampled: SUM(weight))
+--   bytes         their total requested size, in bytes (estimated when
+--                 sampled: SUM(size * weight))
 WITH buckets AS (
     SELECT CASE WHEN lifetime_ns < 2 THEN 0
                 ELSE CAST(floor(log2(CAST(lifetime_ns AS DOUBLE))) AS BIGINT) END AS bucket,
-           size
+           weight,
+           size * weight AS weighted_size
     FROM allocations
     WHERE free_ts_ns IS NOT NULL
 )
@@ -25,13 +28,16 @@ SELECT status, bucket, lower_ns, upper_ns, allocations, bytes FROM (
            bucket,
            CASE WHEN bucket = 0 THEN 0 ELSE CAST(power(2, bucket) AS BIGINT) END AS lower_ns,
            CAST(power(2, bucket + 1) AS BIGINT) AS upper_ns,
-           COUNT(*) AS allocations,
-           SUM(size) AS bytes,
+           CAST(ROUND(SUM(weight)) AS BIGINT) AS allocations,
+           CAST(ROUND(SUM(weighted_size)) AS BIGINT) AS bytes,
            0 AS sort_key
     FROM buckets
     GROUP BY bucket
     UNION ALL
-    SELECT 'leaked', NULL, NULL, NULL, COUNT(*), COALESCE(SUM(size), 0), 1
+    SELECT 'leaked', NULL, NULL, NULL,
+           CAST(ROUND(COALESCE(SUM(weight), 0)) AS BIGINT),
+           CAST(ROUND(COALESCE(SUM(size * weight), 0)) AS BIGINT),
+           1
     FROM allocations
     WHERE free_ts_ns IS NULL
 ) h

@@ -3,7 +3,9 @@
 --
 -- One row per type (from track_var!; a tag is kept across reallocations),
 -- with untagged allocations together as '(untagged)', by bytes allocated.
--- A reallocation counts as one allocation of its new size.
+-- A reallocation counts as one allocation of its new size. When the trace
+-- is sampled (trace.sample_rate_bytes > 0), counts and bytes are estimates:
+-- each recorded allocation stands for `weight` allocations.
 --
 -- Columns:
 --   type_name         type, or '(untagged)'
@@ -14,13 +16,14 @@
 --                     (at equal timestamps, deallocations count first)
 --   leaked_bytes      bytes of the type still live when the trace ended
 WITH typed AS (
-    SELECT COALESCE(type_name, '(untagged)') AS type_name, size, alloc_ts_ns, free_ts_ns
+    SELECT COALESCE(type_name, '(untagged)') AS type_name, alloc_ts_ns, free_ts_ns, weight,
+           size * weight AS weighted_size
     FROM allocations
 ),
 deltas AS (
-    SELECT type_name, alloc_ts_ns AS ts_ns, 1 AS ord, CAST(size AS BIGINT) AS delta FROM typed
+    SELECT type_name, alloc_ts_ns AS ts_ns, 1 AS ord, weighted_size AS delta FROM typed
     UNION ALL
-    SELECT type_name, free_ts_ns AS ts_ns, 0 AS ord, -CAST(size AS BIGINT) AS delta
+    SELECT type_name, free_ts_ns AS ts_ns, 0 AS ord, -weighted_size AS delta
     FROM typed WHERE free_ts_ns IS NOT NULL
 ),
 running AS (
@@ -34,17 +37,17 @@ peaks AS (
 ),
 totals AS (
     SELECT type_name,
-           COUNT(*) AS allocations,
-           SUM(size) AS allocated_bytes,
-           SUM(CASE WHEN free_ts_ns IS NULL THEN size ELSE 0 END) AS leaked_bytes
+           CAST(ROUND(SUM(weight)) AS BIGINT) AS allocations,
+           CAST(ROUND(SUM(weighted_size)) AS BIGINT) AS allocated_bytes,
+           CAST(ROUND(SUM(CASE WHEN free_ts_ns IS NULL THEN weighted_size ELSE 0 END)) AS BIGINT) AS leaked_bytes
     FROM typed
     GROUP BY type_name
 )
 SELECT t.type_name,
        t.allocations,
        t.allocated_bytes,
-       CAST(t.allocated_bytes / t.allocations AS BIGINT) AS avg_size_bytes,
-       p.peak_live_bytes,
+       CAST(t.allocated_bytes / GREATEST(t.allocations, 1) AS BIGINT) AS avg_size_bytes,
+       CAST(ROUND(p.peak_live_bytes) AS BIGINT) AS peak_live_bytes,
        t.leaked_bytes
 FROM totals t JOIN peaks p ON p.type_name = t.type_name
 ORDER BY t.allocated_bytes DESC, t.type_name;

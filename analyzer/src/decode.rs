@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use memscope_schema::format::FileHeader;
-use memscope_schema::reader::block_ranges;
+use memscope_schema::reader::BlockLayout;
 use memscope_schema::{BlockDecoder, DecodeError, Record, Totals};
 use rayon::prelude::*;
 
@@ -32,6 +32,7 @@ pub struct TraceFile {
     path: PathBuf,
     map: Mmap,
     header: FileHeader,
+    layout: BlockLayout,
 }
 
 impl TraceFile {
@@ -64,9 +65,10 @@ impl TraceFile {
         // broken the process may get SIGBUS, never a wrong answer silently
         // built from freed memory.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let header = FileHeader::decode(&map)
-            .map_err(|source| Error::Decode { path: path.to_path_buf(), source })?;
-        Ok(TraceFile { path: path.to_path_buf(), map, header })
+        let decode_error = |source| Error::Decode { path: path.to_path_buf(), source };
+        let header = FileHeader::decode(&map).map_err(decode_error)?;
+        let layout = BlockLayout::of(&header, map.len() as u64).map_err(decode_error)?;
+        Ok(TraceFile { path: path.to_path_buf(), map, header, layout })
     }
 
     /// The trace's header.
@@ -84,26 +86,43 @@ impl TraceFile {
         &self.map
     }
 
-    /// Decodes every block, in parallel, into per-block columns.
+    /// Where the blocks are; `partial_bytes` counts a cut-off tail of an
+    /// unfinished trace, which is not read.
+    pub fn layout(&self) -> &BlockLayout {
+        &self.layout
+    }
+
+    /// Decodes every used block, in parallel, into per-block columns, in
+    /// file order.
     ///
     /// # Errors
     ///
-    /// [`Error::Decode`] for the first malformed block in file order.
+    /// [`Error::Decode`] for the malformed block or record with the lowest
+    /// offset.
     pub fn decode(&self) -> Result<Vec<BlockEvents>> {
-        let ranges =
-            block_ranges(&self.header, self.map.len() as u64).map_err(|e| self.decode_error(e))?;
-        let decoded: Vec<Option<BlockEvents>> = ranges
-            .par_iter()
-            .map(|&(offset, len)| {
-                BlockEvents::decode(&self.map[offset as usize..(offset + len) as usize], offset)
+        let results: Vec<Result<BlockEvents, DecodeError>> = (0..self.layout.count)
+            .into_par_iter()
+            .filter_map(|i| {
+                let range = self.layout.block(i);
+                let offset = range.start as u64;
+                BlockEvents::decode(&self.map[range], offset).transpose()
             })
-            .collect::<Result<_, DecodeError>>()
-            .map_err(|e| self.decode_error(e))?;
-        Ok(decoded.into_iter().flatten().collect())
-    }
-
-    fn decode_error(&self, source: DecodeError) -> Error {
-        Error::Decode { path: self.path.clone(), source }
+            .collect();
+        let mut blocks = Vec::with_capacity(results.len());
+        let mut first_error: Option<DecodeError> = None;
+        for r in results {
+            match r {
+                Ok(b) => blocks.push(b),
+                Err(e) if first_error.as_ref().is_none_or(|f| e.offset < f.offset) => {
+                    first_error = Some(e)
+                }
+                Err(_) => {}
+            }
+        }
+        match first_error {
+            Some(source) => Err(Error::Decode { path: self.path.clone(), source }),
+            None => Ok(blocks),
+        }
     }
 }
 
@@ -143,6 +162,8 @@ pub struct BlockEvents {
     pub exit_q: Option<u64>,
     /// The end marker, if this block holds it.
     pub end: Option<(u64, Totals)>,
+    /// Resident-set-size samples: (quantized time, bytes).
+    pub rss: Vec<(u64, u64)>,
     /// Extended records of unknown subkinds that were skipped.
     pub skipped: u64,
 }
@@ -158,19 +179,13 @@ impl BlockEvents {
             return Ok(None);
         };
         let h = *decoder.header();
-        let estimate = bytes.len() / 16;
+        // Columns grow with the records actually present: a block may be
+        // large and nearly empty.
         let mut b = BlockEvents {
             thread_id: h.thread_id,
             os_tid: h.os_tid,
             seq: h.seq,
             base_q: h.base_q,
-            q: Vec::with_capacity(estimate),
-            kind: Vec::with_capacity(estimate),
-            address: Vec::with_capacity(estimate),
-            size: Vec::with_capacity(estimate),
-            align: Vec::with_capacity(estimate),
-            old_address: Vec::with_capacity(estimate),
-            zeroed: Vec::with_capacity(estimate),
             ..BlockEvents::default()
         };
         for record in decoder {
@@ -196,6 +211,7 @@ impl BlockEvents {
                 }
                 Record::ThreadExit { q } => b.exit_q = Some(q),
                 Record::End { q, totals } => b.end = Some((q, totals)),
+                Record::Rss { q, rss_bytes } => b.rss.push((q, rss_bytes)),
                 Record::Unknown { .. } => b.skipped += 1,
             }
         }

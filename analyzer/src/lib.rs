@@ -78,7 +78,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let blocks = file.decode()?;
     let data = TraceData::build(file.header().clone(), blocks, file.bytes().len() as u64);
     let tables = tables::build(&data)?;
-    let warnings = warnings(&data);
+    let mut warnings = warnings(&data);
+    let partial = file.layout().partial_bytes;
+    if partial > 0 {
+        warnings.push(format!(
+            "the file ends {partial} bytes into a block, which was not read (a copy of a trace still being written?)"
+        ));
+    }
     Ok(Loaded { data, tables, warnings })
 }
 

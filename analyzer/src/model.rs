@@ -92,6 +92,8 @@ pub struct TraceData {
     pub skipped_records: u64,
     /// Size of the trace file in bytes.
     pub file_bytes: u64,
+    /// Resident-set-size samples (ns since origin, bytes), in time order.
+    pub rss: Vec<(i64, u64)>,
 }
 
 impl TraceData {
@@ -107,6 +109,11 @@ impl TraceData {
         events.size = paired.event_size;
         let allocations = paired.allocations;
 
+        let mut rss: Vec<(i64, u64)> = blocks
+            .iter()
+            .flat_map(|b| b.rss.iter().map(|&(q, bytes)| (scale.to_ns(q), bytes)))
+            .collect();
+        rss.sort_unstable();
         let mut threads: Vec<Thread> = Vec::new();
         let mut end = None;
         let mut last_q = 0;
@@ -142,7 +149,8 @@ impl TraceData {
         for i in 0..allocations.len() {
             if let Some(&t) = by_id.get(&allocations.alloc_thread_id[i]) {
                 threads[t].allocations += 1;
-                threads[t].allocated_bytes += allocations.size[i];
+                threads[t].allocated_bytes =
+                    threads[t].allocated_bytes.saturating_add(allocations.size[i]);
             }
         }
         let last_ts_ns = if last_q == 0 { 0 } else { scale.to_ns(last_q) };
@@ -158,6 +166,7 @@ impl TraceData {
             last_ts_ns,
             skipped_records,
             file_bytes,
+            rss,
         }
     }
 

@@ -116,18 +116,37 @@ pub fn write_results(
         }
         Destination::Dir(dir) => {
             fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            for r in results {
-                let name: String = r
-                    .name
-                    .chars()
-                    .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
-                    .collect();
+            for (r, name) in results.iter().zip(file_names(results)) {
                 let path = dir.join(format!("{name}.{}", format.extension()));
                 write_file(&path, &encode(r, format)?, force)?;
             }
             Ok(())
         }
     }
+}
+
+/// File names for results: the result's name with characters other than
+/// letters, digits, `_` and `-` replaced by `_`, and `-2`, `-3`, … added to
+/// names already taken (two files both called `report.sql`, say).
+fn file_names(results: &[QueryResult]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    results
+        .iter()
+        .map(|r| {
+            let base: String = r
+                .name
+                .chars()
+                .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+                .collect();
+            let mut name = base.clone();
+            let mut n = 2;
+            while !taken.insert(name.clone()) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            name
+        })
+        .collect()
 }
 
 fn stdout_error(e: std::io::Error) -> Error {

@@ -7,26 +7,30 @@
 //!   one at its new address, linked by `realloc_from` / `realloc_to`.
 //! * A tag names the type of the allocation live at its address, or of the
 //!   live allocation whose block contains it (interior pointers such as
-//!   `Rc::as_ptr`). The last tag of an allocation wins, and an allocation
-//!   started by a reallocation inherits the tag of the one it continues.
+//!   `Rc::as_ptr`). The last tag of an allocation wins. A reallocation
+//!   chain holds one value moving between blocks, so its untagged blocks
+//!   take the tag of the nearest tagged block before them in the chain, or
+//!   else after them.
 //!
 //! Events that match nothing are kept as events and counted in
 //! [`Anomalies`]: deallocations of blocks allocated before recording began
 //! are the usual case.
+
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
 use crate::decode::kind;
 use crate::model::Events;
 
-/// Marks "no value" in the sentinel-coded columns below.
+/// Marks "no value" in the sentinel-coded `u64` columns below.
 pub const NONE_U64: u64 = u64::MAX;
-/// Marks "no value" in `free_ts_ns`.
-pub const NONE_I64: i64 = i64::MIN;
+/// Marks "no row" in row links.
+const NO_ROW: u32 = u32::MAX;
 
 /// Allocations as columns of equal length, in the order they started.
-/// Absent values use the sentinels [`NONE_U64`], [`NONE_I64`] and 0 (thread
-/// and string ids start at 1).
+/// Absent values: [`NONE_U64`] in id columns, 0 in thread and string ids
+/// (which start at 1), and `freed` false for the end columns.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Allocations {
     /// Event index of the starting event.
@@ -39,7 +43,9 @@ pub struct Allocations {
     pub align: Vec<u64>,
     /// Start time, ns since origin.
     pub alloc_ts_ns: Vec<i64>,
-    /// End time, or [`NONE_I64`] when leaked.
+    /// Whether the allocation ended (by a deallocation or reallocation).
+    pub freed: Vec<bool>,
+    /// End time, ns since origin; meaningful where `freed`.
     pub free_ts_ns: Vec<i64>,
     /// Allocating thread.
     pub alloc_thread_id: Vec<u32>,
@@ -75,7 +81,8 @@ impl Allocations {
         self.size.push(events.size[i]);
         self.align.push(events.align[i]);
         self.alloc_ts_ns.push(events.ts_ns[i]);
-        self.free_ts_ns.push(NONE_I64);
+        self.freed.push(false);
+        self.free_ts_ns.push(0);
         self.alloc_thread_id.push(events.thread_id[i]);
         self.free_thread_id.push(0);
         self.type_id.push(0);
@@ -87,14 +94,9 @@ impl Allocations {
     }
 
     fn end(&mut self, row: usize, events: &Events, i: usize) {
+        self.freed[row] = true;
         self.free_ts_ns[row] = events.ts_ns[i];
         self.free_thread_id[row] = events.thread_id[i];
-    }
-
-    /// Whether allocation `row` was live at time `ts` (ns).
-    fn live_at(&self, row: usize, ts: i64) -> bool {
-        self.alloc_ts_ns[row] <= ts
-            && (self.free_ts_ns[row] == NONE_I64 || self.free_ts_ns[row] > ts)
     }
 }
 
@@ -128,6 +130,14 @@ pub struct Paired {
     pub anomalies: Anomalies,
 }
 
+/// A tag event and the allocation row it applies to.
+struct TagHit {
+    event: usize,
+    row: u32,
+    type_id: u32,
+    var_id: u32,
+}
+
 /// Pairs the events (in time order).
 pub fn pair(events: &Events) -> Paired {
     let n = events.len();
@@ -136,14 +146,17 @@ pub fn pair(events: &Events) -> Paired {
     let mut event_size = events.size.clone();
     let mut anomalies = Anomalies::default();
     let mut live: FxHashMap<u64, u32> = FxHashMap::default();
-    live.reserve(1024);
-    let mut pending_tags: Vec<(usize, u32, u32)> = Vec::new();
-    let mut tags = events.tags.iter().peekable();
+    // Row links along reallocation chains, for tag inheritance.
+    let mut from_row: Vec<u32> = Vec::new();
+    let mut hits: Vec<TagHit> = Vec::new();
+    let mut misses: Vec<(usize, u32, u32)> = Vec::new();
+    let mut tags = events.tags.iter();
 
     for i in 0..n {
         match events.kind[i] {
             kind::ALLOCATION => {
                 let row = allocs.start(events, i, NONE_U64);
+                from_row.push(NO_ROW);
                 event_alloc_id[i] = i as u64;
                 if let Some(prev) = live.insert(events.address[i], row) {
                     anomalies.overlapping_allocations += 1;
@@ -164,75 +177,116 @@ pub fn pair(events: &Events) -> Paired {
                     anomalies.unknown_reallocations += 1;
                 }
                 let from = old.map_or(NONE_U64, |o| allocs.alloc_id[o as usize]);
-                let row = allocs.start(events, i, from) as usize;
+                let row = allocs.start(events, i, from);
+                from_row.push(old.unwrap_or(NO_ROW));
                 if let Some(old) = old.map(|o| o as usize) {
                     allocs.end(old, events, i);
                     allocs.realloc_to[old] = i as u64;
-                    // The block moved or grew: it holds the same value, so
-                    // it keeps its tag.
-                    allocs.type_id[row] = allocs.type_id[old];
-                    allocs.var_id[row] = allocs.var_id[old];
                 }
                 event_alloc_id[i] = i as u64;
-                if let Some(prev) = live.insert(events.address[i], row as u32) {
+                if let Some(prev) = live.insert(events.address[i], row) {
                     anomalies.overlapping_allocations += 1;
                     allocs.end(prev as usize, events, i);
                 }
             }
             _ => {
-                let &&(_, type_id, var_id) = tags.peek().expect("every tag event has its ids");
-                tags.next();
+                let &(_, type_id, var_id) =
+                    tags.next().expect("every tag event has its string ids");
                 match live.get(&events.address[i]) {
-                    Some(&row) => {
-                        allocs.type_id[row as usize] = type_id;
-                        allocs.var_id[row as usize] = var_id;
-                        event_alloc_id[i] = allocs.alloc_id[row as usize];
-                    }
-                    None => pending_tags.push((i, type_id, var_id)),
+                    Some(&row) => hits.push(TagHit { event: i, row, type_id, var_id }),
+                    None => misses.push((i, type_id, var_id)),
                 }
             }
         }
     }
-    if !pending_tags.is_empty() {
-        resolve_interior_tags(
-            events,
-            &mut allocs,
-            &mut event_alloc_id,
-            &pending_tags,
-            &mut anomalies,
-        );
+    if !misses.is_empty() {
+        let resolved = resolve_interior_tags(events, &allocs, &misses);
+        anomalies.unmatched_tags = (misses.len() - resolved.len()) as u64;
+        hits.extend(resolved);
+        hits.sort_unstable_by_key(|h| h.event);
     }
+    apply_tags(&mut allocs, &hits, &from_row, &mut event_alloc_id);
     Paired { allocations: allocs, event_alloc_id, event_size, anomalies }
 }
 
-/// Tags whose address is not the start of a live block: find the live
-/// block that contains the address.
-///
-/// Live blocks never overlap, so among the allocations live at the tag's
-/// time, the one with the highest start address at or below the tagged
-/// address is the only candidate.
-fn resolve_interior_tags(
-    events: &Events,
+/// Applies tags in time order (the last tag of an allocation wins), then
+/// spreads them along reallocation chains: a chain is one value moving
+/// between blocks, so each untagged block of a chain takes the tag of the
+/// nearest tagged block before it, or else after it.
+fn apply_tags(
     allocs: &mut Allocations,
+    hits: &[TagHit],
+    from_row: &[u32],
     event_alloc_id: &mut [u64],
-    pending: &[(usize, u32, u32)],
-    anomalies: &mut Anomalies,
 ) {
-    let mut by_address: Vec<u32> = (0..allocs.len() as u32).collect();
-    by_address
-        .sort_unstable_by_key(|&r| (allocs.address[r as usize], allocs.alloc_ts_ns[r as usize]));
-    for &(i, type_id, var_id) in pending {
-        let (addr, ts) = (events.address[i], events.ts_ns[i]);
-        let upper = by_address.partition_point(|&r| allocs.address[r as usize] <= addr);
-        let found =
-            by_address[..upper].iter().rev().map(|&r| r as usize).find(|&r| allocs.live_at(r, ts));
-        match found {
-            Some(r) if addr < allocs.address[r].saturating_add(allocs.size[r]) => {
-                allocs.type_id[r] = type_id;
-                allocs.var_id[r] = var_id;
-                event_alloc_id[i] = allocs.alloc_id[r];
-            }
-            _ => anomalies.unmatched_tags += 1,
+    let mut own = vec![false; allocs.len()];
+    for h in hits {
+        let row = h.row as usize;
+        allocs.type_id[row] = h.type_id;
+        allocs.var_id[row] = h.var_id;
+        own[row] = true;
+        event_alloc_id[h.event] = allocs.alloc_id[row];
+    }
+    // Forward: rows are in start order, so a predecessor is final first.
+    for row in 0..allocs.len() {
+        let from = from_row[row];
+        if !own[row] && from != NO_ROW {
+            allocs.type_id[row] = allocs.type_id[from as usize];
+            allocs.var_id[row] = allocs.var_id[from as usize];
         }
     }
+    // Backward: blocks of a chain before its first tag.
+    for row in (0..allocs.len()).rev() {
+        let from = from_row[row];
+        if from != NO_ROW && allocs.type_id[from as usize] == 0 && allocs.type_id[row] != 0 {
+            allocs.type_id[from as usize] = allocs.type_id[row];
+            allocs.var_id[from as usize] = allocs.var_id[row];
+        }
+    }
+}
+
+/// Tags whose address is not the start of a live block: replays the events
+/// up to the last such tag with the live blocks ordered by address, and
+/// finds the block that contains each tagged address at the tag's own
+/// position in time. Live blocks never overlap, so the live block with the
+/// highest start at or below the address is the only candidate.
+fn resolve_interior_tags(
+    events: &Events,
+    allocs: &Allocations,
+    misses: &[(usize, u32, u32)],
+) -> Vec<TagHit> {
+    let mut live: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut next_row = 0u32;
+    let mut out = Vec::new();
+    let mut misses = misses.iter().peekable();
+    let last = misses.clone().last().map_or(0, |m| m.0);
+    for i in 0..=last {
+        match events.kind[i] {
+            kind::ALLOCATION => {
+                live.insert(events.address[i], next_row);
+                next_row += 1;
+            }
+            kind::DEALLOCATION => {
+                live.remove(&events.address[i]);
+            }
+            kind::REALLOCATION => {
+                live.remove(&events.old_address[i]);
+                live.insert(events.address[i], next_row);
+                next_row += 1;
+            }
+            _ => {
+                let Some(&&(event, type_id, var_id)) = misses.peek().filter(|m| m.0 == i) else {
+                    continue;
+                };
+                misses.next();
+                let address = events.address[i];
+                if let Some((&start, &row)) = live.range(..=address).next_back()
+                    && address < start.saturating_add(allocs.size[row as usize])
+                {
+                    out.push(TagHit { event, row, type_id, var_id });
+                }
+            }
+        }
+    }
+    out
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, DictionaryArray, Int32Array, Int64Array, PrimitiveArray, StringArray,
-    TimestampNanosecondArray, UInt32Array, UInt64Array,
+    ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array, PrimitiveArray,
+    StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{
@@ -18,7 +18,7 @@ use memscope_schema::tables::{self, Table, event_kind};
 use crate::decode::kind;
 use crate::error::{Error, Result};
 use crate::model::TraceData;
-use crate::pairing::{NONE_I64, NONE_U64};
+use crate::pairing::NONE_U64;
 
 /// Rows per record batch.
 pub const BATCH_ROWS: usize = 64 * 1024;
@@ -55,6 +55,7 @@ pub fn build(data: &TraceData) -> Result<Vec<TableData>> {
             "allocations" => allocations(data, &mut dict),
             "threads" => threads(data),
             "trace" => trace(data),
+            "rss" => rss(data),
             other => unreachable!("table {other} has no builder"),
         };
         out.push(batch(table, columns)?);
@@ -110,15 +111,10 @@ fn events(data: &TraceData) -> Vec<ArrayRef> {
 
 fn allocations(data: &TraceData, dict: &mut StringDict) -> Vec<ArrayRef> {
     let a = &data.allocations;
-    let freed: Vec<bool> = a.free_ts_ns.iter().map(|&t| t != NONE_I64).collect();
-    let lifetime: Vec<i64> = a
-        .free_ts_ns
-        .iter()
-        .zip(&a.alloc_ts_ns)
-        .map(|(&f, &s)| if f == NONE_I64 { 0 } else { f - s })
-        .collect();
-    let free_ts: Vec<i64> =
-        a.free_ts_ns.iter().map(|&t| if t == NONE_I64 { 0 } else { t }).collect();
+    let freed = a.freed.clone();
+    let lifetime: Vec<i64> =
+        a.free_ts_ns.iter().zip(&a.alloc_ts_ns).map(|(&f, &s)| f.saturating_sub(s)).collect();
+    let free_ts = a.free_ts_ns.clone();
     vec![
         Arc::new(UInt64Array::from(a.alloc_id.clone())),
         Arc::new(UInt64Array::from(a.address.clone())),
@@ -134,6 +130,16 @@ fn allocations(data: &TraceData, dict: &mut StringDict) -> Vec<ArrayRef> {
         Arc::new(sentinel_u64(&a.realloc_from)),
         Arc::new(sentinel_u64(&a.realloc_to)),
         Arc::new(BooleanArray::from(a.zeroed.clone())),
+        Arc::new(Float64Array::from_iter_values(
+            a.size.iter().map(|&s| 1.0 / data.header.sample_probability(s)),
+        )),
+    ]
+}
+
+fn rss(data: &TraceData) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(Int64Array::from_iter_values(data.rss.iter().map(|r| r.0))),
+        Arc::new(UInt64Array::from_iter_values(data.rss.iter().map(|r| r.1))),
     ]
 }
 
@@ -166,6 +172,7 @@ fn trace(data: &TraceData) -> Vec<ArrayRef> {
         Arc::new(UInt64Array::from(vec![data.events.len() as u64])),
         Arc::new(UInt64Array::from(vec![data.threads.len() as u64])),
         Arc::new(UInt64Array::from(vec![data.file_bytes])),
+        Arc::new(UInt64Array::from(vec![h.sample_rate])),
     ]
 }
 

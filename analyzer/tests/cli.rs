@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-use memscope_schema::format::{header_offset, kind, pack_head};
+use memscope_schema::format::{FORMAT_MAJOR, FORMAT_MINOR, header_offset, kind, pack_head};
 use memscope_schema::tables::TABLES;
 
 fn small_trace(dir: &Path) -> std::path::PathBuf {
@@ -97,6 +97,37 @@ fn csv_json_and_several_queries() {
 }
 
 #[test]
+fn results_with_the_same_name_get_distinct_files() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    for sub in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        std::fs::write(
+            dir.path().join(sub).join("report.sql"),
+            format!("SELECT '{sub}' AS source"),
+        )
+        .unwrap();
+    }
+    let outdir = dir.path().join("out");
+    let a = dir.path().join("a/report.sql");
+    let b = dir.path().join("b/report.sql");
+    let out = analyze(&[
+        t.to_str().unwrap(),
+        "--sql",
+        a.to_str().unwrap(),
+        "--sql",
+        b.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        outdir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(outdir.join("report.csv")).unwrap(), "source\na\n");
+    assert_eq!(std::fs::read_to_string(outdir.join("report-2.csv")).unwrap(), "source\nb\n");
+}
+
+#[test]
 fn a_file_with_several_statements_runs_them_in_order() {
     let dir = temp_dir();
     let t = small_trace(dir.path());
@@ -167,7 +198,7 @@ fn convert_writes_parquet_that_answers_like_the_trace() {
         let kv = meta.key_value_metadata().expect("footer metadata");
         let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
         assert_eq!(get("memscope.table").as_deref(), Some(table.name));
-        assert_eq!(get("memscope.format_version").as_deref(), Some("1.0"));
+        assert_eq!(get("memscope.format_version"), Some(format!("{FORMAT_MAJOR}.{FORMAT_MINOR}")));
         assert_eq!(get("memscope.pid").as_deref(), Some("4242"));
         assert!(get("ARROW:schema").is_some(), "the Arrow schema is in the footer");
         let columns: Vec<&str> = meta.schema_descr().columns().iter().map(|c| c.name()).collect();
@@ -297,7 +328,7 @@ fn bad_traces_give_exact_errors() {
         (
             "future major",
             with_u16(&good, header_offset::MAJOR, 9),
-            "BAD: at byte offset 8: trace format version 9.0 is not supported: this analyzer reads major version 1",
+            "BAD: at byte offset 8: trace format version 9.1 is not supported: this analyzer reads major version 1",
         ),
         (
             "bad block magic",

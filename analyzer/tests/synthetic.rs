@@ -143,7 +143,7 @@ fn fragmentation_query() {
 fn fragmentation_without_free_space_is_null() {
     let dir = temp_dir();
     let t = write_trace(dir.path(), "one.trace", |w| w.push(1, 1, &alloc(5, 0x1000, 64)));
-    assert_eq!(lines(&t, "fragmentation"), ["peak|5|1|64|0|0|", "end|5|1|64|0|0|"]);
+    assert_eq!(lines(&t, "fragmentation"), ["peak|5|1|64|0|0||", "end|5|1|64|0|0||"]);
 }
 
 #[test]
@@ -218,9 +218,15 @@ fn events_and_threads_tables() {
     assert_eq!(
         lines(
             &t,
-            "SELECT program, pid, duration_ns, finished, format_version, clock_source, events, threads FROM trace"
+            "SELECT program, pid, duration_ns, finished, format_version, clock_source, events, threads, \
+             file_bytes, sample_rate_bytes FROM trace"
         ),
-        ["synthetic|4242|5000|true|1.0|monotonic|26|2"]
+        [format!(
+            "synthetic|4242|5000|true|{}.{}|monotonic|26|2|{}|0",
+            memscope_schema::format::FORMAT_MAJOR,
+            memscope_schema::format::FORMAT_MINOR,
+            std::fs::metadata(&t).unwrap().len()
+        )]
     );
     let l = loaded(&t);
     assert_eq!(
@@ -296,6 +302,88 @@ fn empty_trace_has_empty_tables() {
     assert_eq!(lines(&t, "leaks"), Vec::<String>::new());
     assert_eq!(lines(&t, "lifetime_histogram"), ["leaked||||0|0"]);
     assert_eq!(lines(&t, "SELECT events, threads, duration_ns FROM trace"), ["0|0|0"]);
+}
+
+#[test]
+fn tags_spread_along_reallocation_chains_and_last_tag_wins() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "chain.trace", |w| {
+        for (id, s) in [(1, "T"), (2, "U")] {
+            w.push(1, 1, &Record::String { id, bytes: s.as_bytes() });
+        }
+        // Built, then tagged: the blocks before the tag take it too.
+        w.push(1, 1, &alloc(10, 0x1000, 8));
+        w.push(1, 1, &realloc(20, 0x1000, 0x2000, 16));
+        w.push(1, 1, &realloc(30, 0x2000, 0x3000, 32));
+        w.push(1, 1, &tag(40, 0x3000, 1, 0));
+        w.push(1, 1, &realloc(50, 0x3000, 0x4000, 64));
+        // Retagged: from then on the chain is U; T stays before.
+        w.push(1, 1, &tag(60, 0x4000, 2, 0));
+        w.push(1, 1, &realloc(70, 0x4000, 0x5000, 128));
+        w.push(1, 1, &free(80, 0x5000));
+    });
+    assert_eq!(
+        lines(&t, "SELECT size, type_name FROM allocations ORDER BY alloc_id"),
+        ["8|T", "16|T", "32|T", "64|U", "128|U"]
+    );
+}
+
+#[test]
+fn interior_tags_resolve_at_their_own_moment_under_address_reuse() {
+    // Rc-like blocks reused at one address, each tagged 16 bytes in.
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "rc.trace", |w| {
+        w.push(1, 1, &Record::String { id: 1, bytes: b"Rc<Order>" });
+        for i in 0..2000u64 {
+            w.push(1, 1, &alloc(i * 10, 0x7000, 40));
+            w.push(1, 1, &tag(i * 10 + 1, 0x7010, 1, 0));
+            w.push(1, 1, &free(i * 10 + 1, 0x7000));
+        }
+        // A tag inside no live block.
+        w.push(1, 1, &tag(30_000, 0x9000, 1, 0));
+    });
+    assert_eq!(lines(&t, "SELECT count(*), count(type_name) FROM allocations"), ["2000|2000"]);
+    assert_eq!(loaded(&t).data.anomalies.unmatched_tags, 1);
+}
+
+#[test]
+fn timestamp_overflow_is_a_decode_error() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "overflow.trace", |w| {
+        w.push(1, 1, &free(u64::MAX >> 4, 0x10));
+        w.push(1, 1, &free((u64::MAX >> 4) + 5, 0x10));
+    });
+    // The writer encodes the second record with a delta from a base near
+    // the 60-bit limit; patch the block's base to make the sum overflow.
+    let mut bytes = std::fs::read(&t).unwrap();
+    bytes[4096 + 16..4096 + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&t, &bytes).unwrap();
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "leaks"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timestamp overflows"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unfinished_trace_cut_inside_a_block_reads_with_a_warning() {
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "cut.trace", |w| {
+        w.header_mut().flags = 0;
+        w.push(1, 1, &alloc(10, 0x100, 8));
+    });
+    let bytes = std::fs::read(&t).unwrap();
+    std::fs::write(&t, &bytes[..bytes.len() - 1000]).unwrap();
+    // The only block is cut: nothing is read, and the user is told.
+    let l = loaded(&t);
+    assert_eq!(l.data.events.len(), 0);
+    assert!(
+        l.warnings.iter().any(|w| w.contains("ends 64536 bytes into a block")),
+        "{:?}",
+        l.warnings
+    );
 }
 
 fn arb_events() -> impl Strategy<Value = Vec<(u32, u8, u64, u64)>> {

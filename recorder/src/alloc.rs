@@ -4,6 +4,7 @@ use std::alloc::{GlobalAlloc, Layout};
 
 use memscope_schema::Record;
 
+use crate::clock;
 use crate::state::recording;
 use crate::thread::with_thread;
 
@@ -51,8 +52,9 @@ fn on_alloc(p: *mut u8, layout: Layout, zeroed: bool) {
     }
     with_thread(|t| {
         let (address, size, align) = (p as u64, layout.size() as u64, layout.align() as u64);
-        if t.record(|q| Record::Alloc { q, address, size, align, zeroed }) {
-            t.count_alloc(size);
+        t.count_alloc(size);
+        if t.sampled(size) {
+            t.record(clock::now_q_after(), |q| Record::Alloc { q, address, size, align, zeroed });
         }
     });
 }
@@ -84,9 +86,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         if recording() {
             with_thread(|t| {
                 let address = ptr as u64;
-                if t.record(|q| Record::Free { q, address }) {
-                    t.count_free(layout.size() as u64);
-                }
+                t.count_free(layout.size() as u64);
+                t.record(clock::now_q_before(), |q| Record::Free { q, address });
             });
         }
         // SAFETY: the caller upholds `dealloc`'s contract.
@@ -101,8 +102,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             with_thread(|t| {
                 let (old_address, address) = (ptr as u64, p as u64);
                 let (size, align) = (new_size as u64, layout.align() as u64);
-                if t.record(|q| Record::Realloc { q, old_address, address, size, align }) {
-                    t.count_realloc(layout.size() as u64, size);
+                t.count_realloc(layout.size() as u64, size);
+                let q = clock::now_q_after();
+                if t.sampled(size) {
+                    t.record(q, |q| Record::Realloc { q, old_address, address, size, align });
+                } else {
+                    // The new block is not sampled; the old one may have
+                    // been, so end it.
+                    t.record(q, |q| Record::Free { q, address: old_address });
                 }
             });
         }

@@ -49,6 +49,43 @@ pub(crate) fn now_q() -> u64 {
     ticks() >> SHIFT.load(Ordering::Relaxed)
 }
 
+/// Quantized timestamp taken after every earlier instruction completed:
+/// for an allocation, after the inner allocator's loads that found the
+/// block. `rdtsc` alone may run ahead of them, and a block that another
+/// thread freed a moment before could then seem allocated before it was
+/// freed. (`CLOCK_MONOTONIC` reads through the vDSO are ordered already.)
+#[inline(always)]
+pub(crate) fn now_q_after() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if USE_TSC.load(Ordering::Relaxed) {
+        // SAFETY: `lfence` and `rdtsc` have no preconditions (SSE2 is part
+        // of x86-64).
+        let t = unsafe {
+            core::arch::x86_64::_mm_lfence();
+            core::arch::x86_64::_rdtsc()
+        };
+        return t >> SHIFT.load(Ordering::Relaxed);
+    }
+    now_q()
+}
+
+/// Quantized timestamp taken before any later instruction starts: for a
+/// deallocation, before the inner allocator makes the block available.
+#[inline(always)]
+pub(crate) fn now_q_before() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if USE_TSC.load(Ordering::Relaxed) {
+        // SAFETY: as in `now_q_after`.
+        let t = unsafe {
+            let t = core::arch::x86_64::_rdtsc();
+            core::arch::x86_64::_mm_lfence();
+            t
+        };
+        return t >> SHIFT.load(Ordering::Relaxed);
+    }
+    now_q()
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds (vDSO; no allocation, normally no
 /// system call).
 pub(crate) fn monotonic_ns() -> u64 {
@@ -77,6 +114,14 @@ pub(crate) fn calibration_point() -> (u64, u64) {
 #[cfg(target_arch = "x86_64")]
 fn tsc_is_invariant() -> bool {
     if std::env::var_os("MEMSCOPE_CLOCK").is_some_and(|v| v == "monotonic") {
+        return false;
+    }
+    // Where the kernel has judged the counter (unstable across sockets, or
+    // a VM that does not pass it through), trust its judgement.
+    if let Ok(source) =
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        && source.trim() != "tsc"
+    {
         return false;
     }
     let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;

@@ -69,6 +69,7 @@ with one atomic addition; the file grows by 16 MiB segments
 */
 
 mod alloc;
+mod background;
 mod clock;
 mod intern;
 mod sink;
@@ -81,6 +82,7 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use memscope_schema::format::{
     DEFAULT_BLOCK_LEN, FLAG_ARGS_TRUNCATED, FORMAT_MAJOR, FORMAT_MINOR, FileHeader,
@@ -118,23 +120,62 @@ pub struct Config {
     /// Each thread that allocates holds one block at a time, so a program
     /// with many short-lived threads may want smaller blocks.
     pub block_len: u32,
+    /// How often the background thread samples the resident set size
+    /// (RSS); default 10 ms; zero turns sampling off.
+    pub rss_interval: Duration,
+    /// Poisson sampling by bytes: each allocated byte is recorded with
+    /// probability `1 / sample_rate`, so an allocation of `size` bytes is
+    /// recorded with probability `1 - exp(-size / sample_rate)` (always at
+    /// or above the rate); deallocations are always recorded, and the
+    /// analyzer weighs each recorded allocation by the inverse of its
+    /// probability. Default 0: every allocation is recorded. `stats()` stays
+    /// exact either way.
+    pub sample_rate: u64,
 }
+
+/// Default interval of RSS samples.
+pub const DEFAULT_RSS_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for Config {
     fn default() -> Config {
-        Config { path: PathBuf::from("memscope-%p.trace"), block_len: DEFAULT_BLOCK_LEN }
+        Config {
+            path: PathBuf::from("memscope-%p.trace"),
+            block_len: DEFAULT_BLOCK_LEN,
+            rss_interval: DEFAULT_RSS_INTERVAL,
+            sample_rate: 0,
+        }
     }
 }
 
 impl Config {
-    /// The default configuration with the path taken from `MEMSCOPE_TRACE`
-    /// when it is set.
+    /// The default configuration, changed by the environment:
+    /// `MEMSCOPE_TRACE` (path), `MEMSCOPE_RSS_INTERVAL_MS` (0 = off) and
+    /// `MEMSCOPE_SAMPLE_RATE` (bytes, 0 = off). A value that does not parse
+    /// is reported on stderr and ignored.
     pub fn from_env() -> Config {
         let mut config = Config::default();
         if let Some(path) = std::env::var_os("MEMSCOPE_TRACE").filter(|p| !p.is_empty()) {
             config.path = PathBuf::from(path);
         }
+        if let Some(ms) = env_number("MEMSCOPE_RSS_INTERVAL_MS") {
+            config.rss_interval = Duration::from_millis(ms);
+        }
+        if let Some(rate) = env_number("MEMSCOPE_SAMPLE_RATE") {
+            config.sample_rate = rate;
+        }
         config
+    }
+
+    /// Sets the RSS sampling interval (zero: off).
+    pub fn rss_interval(mut self, interval: Duration) -> Config {
+        self.rss_interval = interval;
+        self
+    }
+
+    /// Sets the sampling rate in bytes (zero: record every allocation).
+    pub fn sample_rate(mut self, bytes: u64) -> Config {
+        self.sample_rate = bytes;
+        self
     }
 
     /// Sets the trace path.
@@ -160,6 +201,18 @@ impl Config {
     }
 }
 
+/// A whole number from the environment variable `name`, if set and valid.
+fn env_number(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            eprintln!("memscope: ignoring {name}={value:?}: not a whole number");
+            None
+        }
+    }
+}
+
 /// Why [`init_with`] could not start recording.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -173,7 +226,8 @@ pub enum InitError {
     },
     /// The configuration is invalid.
     Config(String),
-    /// This process already finished its trace; a process records one trace.
+    /// This process already recorded its trace (finished, or stopped after a
+    /// file error); a process records one trace.
     AlreadyFinished,
 }
 
@@ -288,6 +342,7 @@ fn start(config: &Config) -> Result<(), InitError> {
         end_ticks: 0,
         end_mono_ns: 0,
         blocks_used: 0,
+        sample_rate: config.sample_rate,
         program,
         args: Vec::new(),
     };
@@ -324,12 +379,30 @@ fn start(config: &Config) -> Result<(), InitError> {
     }
     let (cal_ticks, cal_mono_ns) = clock::calibration_point();
     SINK.write_calibration(cal_ticks, cal_mono_ns);
+    SINK.grow_ahead();
 
+    thread::set_sample_rate(config.sample_rate);
     if !AT_EXIT_REGISTERED.swap(true, Ordering::Relaxed) {
-        // SAFETY: registers a plain `extern "C" fn()` that never unwinds.
-        unsafe { libc::atexit(finish_at_exit) };
+        // SAFETY: registers plain `extern "C" fn()`s that never unwind.
+        unsafe {
+            libc::atexit(finish_at_exit);
+            libc::pthread_atfork(None, None, Some(stop_in_forked_child));
+        }
+    }
+    if let Err(e) = background::start(config.rss_interval) {
+        eprintln!(
+            "memscope: cannot start the background thread ({e}): no RSS samples, and files grow on the allocating threads"
+        );
     }
     Ok(())
+}
+
+/// In the child of `fork()`: stop recording. The child shares the parent's
+/// mapping of the trace file, so any record it wrote would land in the
+/// parent's blocks; it writes nothing, and its exit does not finish the
+/// parent's trace.
+extern "C" fn stop_in_forked_child() {
+    STATE.store(STOPPED, Ordering::Release);
 }
 
 fn floor_char_boundary(s: &str, max: usize) -> usize {
@@ -367,6 +440,7 @@ pub fn finish() {
         // The guard is set by `untracked`; write the marker directly.
         thread::write_end(totals);
         STATE.store(STOPPED, Ordering::Release);
+        background::stop();
         let (end_ticks, end_mono_ns) = clock::calibration_point();
         SINK.finish(end_ticks, end_mono_ns);
     });
@@ -420,8 +494,9 @@ pub fn stats() -> Stats {
 ///
 /// Works for every type implementing [`Trackable`] (`Vec`, `String`, `Box`,
 /// `Rc`, `Arc`, `VecDeque`, `HashMap`, …); values without a heap block (an
-/// empty `Vec`) are not tagged. The tag applies to the block as it is now:
-/// after a reallocation the new block is untagged unless tagged again.
+/// empty `Vec`) are not tagged. The tag names the block as it is now; the
+/// analyzer carries it along the block's reallocation chain, before and
+/// after, since those blocks held the same value.
 ///
 /// ```no_run
 /// let names: Vec<String> = vec!["a".into()];
@@ -445,7 +520,15 @@ pub fn _tag_address(address: u64, type_name: &'static str, var_name: &'static st
     thread::with_thread(|t| {
         let type_id = t.intern(type_name);
         let var_id = t.intern(var_name);
-        if t.record(|q| Record::Tag { q, address, type_name: type_id, var_name: var_id }) {
+        if type_id == 0 {
+            return;
+        }
+        if t.record(clock::now_q(), |q| Record::Tag {
+            q,
+            address,
+            type_name: type_id,
+            var_name: var_id,
+        }) {
             t.count_tag();
         }
     });

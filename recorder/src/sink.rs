@@ -35,6 +35,8 @@ pub(crate) struct Sink {
     segments: [AtomicPtr<u8>; MAX_SEGMENTS],
     grow_lock: AtomicBool,
     failed: AtomicBool,
+    /// Blocks handed out when `finish` closed hand-out; `u64::MAX` before.
+    closed_at: AtomicU64,
 }
 
 pub(crate) static SINK: Sink = Sink {
@@ -46,6 +48,7 @@ pub(crate) static SINK: Sink = Sink {
     segments: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SEGMENTS],
     grow_lock: AtomicBool::new(false),
     failed: AtomicBool::new(false),
+    closed_at: AtomicU64::new(u64::MAX),
 };
 
 /// Why the file could not be set up or grown.
@@ -105,6 +108,31 @@ impl Sink {
         Some(unsafe { base.add(((index % per_segment) * block_len) as usize) })
     }
 
+    /// Maps the segment blocks are handed out from and the one after it,
+    /// and faults their pages in, so that allocating threads find them
+    /// ready (called by the background thread every tick, and at `init`).
+    /// A failure here is left for the allocating thread that truly needs
+    /// the segment to report.
+    pub(crate) fn grow_ahead(&self) {
+        let next = self.next_block.load(Ordering::Relaxed);
+        let block_len = self.block_len.load(Ordering::Relaxed);
+        if next >= CLOSED || block_len == 0 || self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        let current = (next / (SEGMENT_LEN / block_len)) as usize;
+        for s in [current, current + 1] {
+            if s >= MAX_SEGMENTS || !self.segments[s].load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            self.lock_growth();
+            let mapped = self.map_segment(s);
+            self.unlock_growth();
+            if let Ok(base) = mapped {
+                populate(base);
+            }
+        }
+    }
+
     /// The mapping of segment `s`, creating it if needed.
     fn segment(&self, s: usize) -> Option<*mut u8> {
         let p = self.segments[s].load(Ordering::Acquire);
@@ -113,12 +141,9 @@ impl Sink {
         }
         // Slow path, once per SEGMENT_LEN bytes of trace: one thread extends
         // the file while others wanting the same segment wait.
-        while self.grow_lock.swap(true, Ordering::Acquire) {
-            std::hint::spin_loop();
-            std::thread::yield_now();
-        }
+        self.lock_growth();
         let result = self.map_segment(s);
-        self.grow_lock.store(false, Ordering::Release);
+        self.unlock_growth();
         match result {
             Ok(p) => Some(p),
             Err(e) => {
@@ -128,6 +153,20 @@ impl Sink {
         }
     }
 
+    /// Takes the lock that serializes growing and cutting the file.
+    fn lock_growth(&self) {
+        while self.grow_lock.swap(true, Ordering::Acquire) {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+
+    fn unlock_growth(&self) {
+        self.grow_lock.store(false, Ordering::Release);
+    }
+
+    /// Extends the file over segment `s` and maps it. Called with the growth
+    /// lock held.
     fn map_segment(&self, s: usize) -> Result<*mut u8, SinkError> {
         let p = self.segments[s].load(Ordering::Acquire);
         if !p.is_null() {
@@ -137,8 +176,25 @@ impl Sink {
             return Err(SinkError { what: "recording failed earlier", errno: 0 });
         }
         let fd = self.fd.load(Ordering::Relaxed);
-        let offset = self.header_len.load(Ordering::Relaxed) + s as u64 * SEGMENT_LEN;
-        allocate(fd, offset, SEGMENT_LEN)?;
+        let header_len = self.header_len.load(Ordering::Relaxed);
+        let offset = header_len + s as u64 * SEGMENT_LEN;
+        // After `finish` cut the file, only the blocks handed out before
+        // it may still need room: never grow past them again.
+        let mut len = SEGMENT_LEN;
+        let closed_at = self.closed_at.load(Ordering::Acquire);
+        if closed_at != u64::MAX {
+            let end = header_len + closed_at * self.block_len.load(Ordering::Relaxed);
+            len = len.min(end.saturating_sub(offset));
+        }
+        let size_before = file_size(fd)?;
+        if let Err(e) = allocate(fd, offset, len) {
+            // A failed posix_fallocate may have grown the file part of the
+            // way; cut it back so that it still ends on a block boundary.
+            // SAFETY: plain system call on our own descriptor; every mapped
+            // segment lies below `size_before` (growth is serialized).
+            unsafe { libc::ftruncate(fd, size_before as libc::off_t) };
+            return Err(e);
+        }
         // SAFETY: the file belongs to this recorder and the range was just
         // allocated; nothing truncates it below a handed-out block while the
         // process runs (see `finish`).
@@ -218,6 +274,7 @@ impl Sink {
     /// already hold; those all lie before the cut.
     pub(crate) fn finish(&self, end_ticks: u64, end_mono_ns: u64) {
         let used = self.next_block.swap(CLOSED, Ordering::AcqRel).min(CLOSED);
+        self.closed_at.store(used, Ordering::Release);
         let fields = [
             (header_offset::END_TICKS, end_ticks),
             (header_offset::END_MONO_NS, end_mono_ns),
@@ -233,11 +290,30 @@ impl Sink {
         if fd >= 0 {
             let len = self.header_len.load(Ordering::Relaxed)
                 + used * self.block_len.load(Ordering::Relaxed);
+            // Under the growth lock, so that a segment being mapped for a
+            // block handed out just before closing cannot re-grow the file
+            // after the cut (`map_segment` stops at `closed_at` blocks).
+            self.lock_growth();
             // SAFETY: plain system call on our own descriptor. Every block a
             // thread can still write lies below `len` (hand-out is closed).
             unsafe { libc::ftruncate(fd, len as libc::off_t) };
+            self.unlock_growth();
         }
     }
+}
+
+/// Faults in the pages of a freshly mapped segment for writing, so that the
+/// first record on each page does not take a page fault on an allocating
+/// thread. Best effort: kernels before 5.14 do not know the advice.
+fn populate(base: *mut u8) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `base` starts a live mapping of SEGMENT_LEN bytes; the advice
+    // only faults pages in and changes no contents.
+    unsafe {
+        libc::madvise(base.cast(), SEGMENT_LEN as usize, libc::MADV_POPULATE_WRITE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = base;
 }
 
 /// Reserves disk space for `len` bytes at `offset`, growing the file.
@@ -255,14 +331,7 @@ fn allocate(fd: RawFd, offset: u64, len: u64) -> Result<(), SinkError> {
             return Err(SinkError { what: "growing the trace file (disk full?)", errno: rc });
         }
     }
-    // SAFETY: plain system calls on a descriptor we own.
-    let size = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            return Err(SinkError { what: "reading the trace file size", errno: errno() });
-        }
-        st.st_size as u64
-    };
+    let size = file_size(fd)?;
     if size < offset + len {
         // SAFETY: plain system call on a descriptor we own.
         if unsafe { libc::ftruncate(fd, (offset + len) as libc::off_t) } != 0 {
@@ -270,6 +339,18 @@ fn allocate(fd: RawFd, offset: u64, len: u64) -> Result<(), SinkError> {
         }
     }
     Ok(())
+}
+
+/// The file's current size in bytes.
+fn file_size(fd: RawFd) -> Result<u64, SinkError> {
+    // SAFETY: fstat writes into the zeroed `stat` we own.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(SinkError { what: "reading the trace file size", errno: errno() });
+        }
+        Ok(st.st_size as u64)
+    }
 }
 
 fn errno() -> i32 {

@@ -7,7 +7,7 @@
 //!    └──────────┘                       └────────────────────────────────┘
 //! ```
 //!
-//! The allocator hooks read the state with one relaxed load; only `ON`
+//! The allocator hooks read the state with one acquire load; only `ON`
 //! records. The cache line is written a handful of times per process, so
 //! reading it costs no more than an L1 hit.
 
@@ -22,9 +22,13 @@ pub(crate) const STOPPED: u8 = 4;
 pub(crate) static STATE: AtomicU8 = AtomicU8::new(OFF);
 
 /// Whether allocator events are being recorded.
+///
+/// Acquire pairs with the release store of `ON` in `init_with`, so a thread
+/// that sees `ON` also sees the clock, block length and file set up before
+/// it (free on x86-64, where every load acquires).
 #[inline(always)]
 pub(crate) fn recording() -> bool {
-    STATE.load(Ordering::Relaxed) == ON
+    STATE.load(Ordering::Acquire) == ON
 }
 
 /// Switches recording off for good after the file failed.

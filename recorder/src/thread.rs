@@ -35,6 +35,14 @@ const MAX_VAR_WORDS: usize = 3 + MAX_STRING_LEN / WORD_SIZE;
 /// Recorder thread ids, from 1 in order of each thread's first event.
 static NEXT_THREAD_ID: AtomicU32 = AtomicU32::new(1);
 
+/// Mean bytes between sampled allocations; 0 records every allocation.
+static SAMPLE_RATE: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the sampling rate (once, at `init`).
+pub(crate) fn set_sample_rate(bytes: u64) {
+    SAMPLE_RATE.store(bytes, Ordering::Relaxed);
+}
+
 /// What one thread needs to record: never shared with other threads.
 pub(crate) struct ThreadState {
     /// Set while this thread is inside the recorder; nested allocator calls
@@ -55,6 +63,10 @@ pub(crate) struct ThreadState {
     shared_slot: Cell<bool>,
     /// Change of live bytes not yet published to the global peak counter.
     unpublished: Cell<i64>,
+    /// Bytes left until the next sampled allocation (0: not drawn yet).
+    until_sample: Cell<i64>,
+    /// State of the sampling generator (0: not seeded yet).
+    rng: Cell<u64>,
 }
 
 thread_local! {
@@ -70,6 +82,8 @@ thread_local! {
             slot: Cell::new(ptr::null()),
             shared_slot: Cell::new(false),
             unpublished: Cell::new(0),
+            until_sample: Cell::new(0),
+            rng: Cell::new(0),
         }
     };
     static EXIT: ExitNotifier = const { ExitNotifier };
@@ -92,6 +106,17 @@ pub(crate) fn with_thread<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
         .flatten()
 }
 
+/// Marks the calling thread as the recorder's own: none of its allocations
+/// are recorded, for the rest of its life.
+pub(crate) fn mark_internal() {
+    let _ = STATE.try_with(|t| t.busy.set(true));
+}
+
+/// Writes a record from a thread marked internal (the background thread).
+pub(crate) fn write_internal(rec: &Record<'_>) {
+    let _ = STATE.try_with(|t| t.record_var(rec));
+}
+
 /// Runs `f` with the recorder's guard set, so that allocations made by `f`
 /// on this thread are not recorded. Used by `init` and `finish`.
 pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
@@ -104,11 +129,11 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl ThreadState {
-    /// Records a fixed-size event. The closure builds it from the current
-    /// quantized time.
+    /// Records a fixed-size event at quantized time `q` (from one of the
+    /// `clock::now_q*` functions). The closure builds it from the time.
     #[inline(always)]
-    pub(crate) fn record(&self, make: impl Fn(u64) -> Record<'static>) -> bool {
-        let q = clock::now_q().max(self.last_q.get());
+    pub(crate) fn record(&self, q: u64, make: impl Fn(u64) -> Record<'static>) -> bool {
+        let q = q.max(self.last_q.get());
         let rec = make(q);
         let mut enc = RecordEncoder::new(self.last_q.get());
         let mut out = [0; MAX_FIXED_WORDS];
@@ -136,6 +161,8 @@ impl ThreadState {
     }
 
     /// Records a variable-size record (string, thread name, exit, end).
+    /// False when it could not be written, or cannot fit even an empty
+    /// block (callers cap strings with [`max_string_len`]).
     pub(crate) fn record_var(&self, rec: &Record<'_>) -> bool {
         let mut buf = [0u64; MAX_VAR_WORDS];
         let mut enc = RecordEncoder::new(self.last_q.get());
@@ -144,6 +171,9 @@ impl ThreadState {
         };
         if self.publish(&buf[..n]) {
             return true;
+        }
+        if n > block_capacity_words() {
+            return false;
         }
         if !self.new_block(clock::now_q().max(self.last_q.get())) {
             self.count_dropped();
@@ -245,16 +275,18 @@ impl ThreadState {
         }
     }
 
-    /// Writes a string definition for `s` unless it is interned; returns its id.
+    /// Writes a string definition for `s` unless it is interned; returns its
+    /// id, or 0 when the definition could not be written.
     pub(crate) fn intern(&self, s: &'static str) -> u32 {
         if let Some(id) = intern::lookup(s) {
             return id;
         }
         let id = intern::new_id();
-        let bytes = truncate_utf8(s.as_bytes(), MAX_STRING_LEN);
-        if self.record_var(&Record::String { id, bytes }) {
-            intern::publish(s, id);
+        let bytes = truncate_utf8(s.as_bytes(), max_string_len());
+        if !self.record_var(&Record::String { id, bytes }) {
+            return 0;
         }
+        intern::publish(s, id);
         id
     }
 
@@ -270,6 +302,52 @@ impl ThreadState {
     #[inline(always)]
     fn shared(&self) -> bool {
         self.shared_slot.get() || self.slot.get().is_null()
+    }
+
+    /// Whether an allocation of `size` bytes is recorded under Poisson
+    /// sampling by bytes (always when sampling is off): a countdown of
+    /// bytes, reset to an exponentially distributed gap with mean
+    /// `sample_rate` at every sampled allocation.
+    #[inline(always)]
+    pub(crate) fn sampled(&self, size: u64) -> bool {
+        let rate = SAMPLE_RATE.load(Ordering::Relaxed);
+        if rate == 0 || size >= rate {
+            return true;
+        }
+        self.sample_countdown(size, rate)
+    }
+
+    #[inline(never)]
+    fn sample_countdown(&self, size: u64, rate: u64) -> bool {
+        let mut left = self.until_sample.get();
+        if left == 0 {
+            left = self.next_gap(rate);
+        }
+        left -= size as i64;
+        if left > 0 {
+            self.until_sample.set(left);
+            return false;
+        }
+        while left <= 0 {
+            left += self.next_gap(rate);
+        }
+        self.until_sample.set(left);
+        true
+    }
+
+    /// An exponentially distributed gap in bytes with mean `rate`.
+    fn next_gap(&self, rate: u64) -> i64 {
+        let mut x = self.rng.get();
+        if x == 0 {
+            x = clock::ticks() ^ (u64::from(gettid()) << 32) | 1;
+        }
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        (-(1.0 - u).ln() * rate as f64) as i64 + 1
     }
 
     /// Counts an allocation of `size` bytes.
@@ -407,6 +485,17 @@ fn os_thread_name(buf: &mut [u8; 16]) -> &[u8] {
         let _ = buf;
         &[]
     }
+}
+
+/// Words a record can use in an empty block.
+fn block_capacity_words() -> usize {
+    crate::block_len() / WORD_SIZE - BLOCK_HEADER_WORDS
+}
+
+/// The longest string the recorder writes: [`MAX_STRING_LEN`], or less when
+/// a `STRING` record of that length would not fit in an empty block.
+fn max_string_len() -> usize {
+    MAX_STRING_LEN.min((block_capacity_words() - 2) * WORD_SIZE)
 }
 
 /// The longest prefix of `bytes` of at most `max` bytes that does not cut a

@@ -19,6 +19,7 @@ fn main() {
             "stats" => stats_child(),
             "init_twice" => init_twice_child(),
             "init_errors" => init_errors_child(),
+            "long_type_name" => long_type_name_child(),
             other => panic!("unknown scenario {other}"),
         }
         return;
@@ -28,6 +29,7 @@ fn main() {
         ("stats_count_exactly", stats_count_exactly),
         ("init_twice_and_from_threads_records_once", init_twice_and_from_threads_records_once),
         ("init_errors_leave_the_program_running", init_errors_leave_the_program_running),
+        ("long_type_names_fit_small_blocks", long_type_names_fit_small_blocks),
     ]);
 }
 
@@ -242,4 +244,51 @@ fn init_errors_leave_the_program_running() {
     let (status, bytes, _) = support::run_child("init_errors", dir.path());
     assert!(status.success(), "child failed: {status}");
     assert!(Trace::read(&bytes).is_ok());
+}
+
+type T0 = (u64, u64, u64, u64);
+type T1 = (T0, T0, T0, T0);
+type T2 = (T1, T1, T1, T1);
+type T3 = (T2, T2, T2, T2);
+/// A type whose name is over 5 KiB long.
+type T4 = (T3, T3, T3, T3);
+
+/// With 4 KiB blocks, a type name longer than a block can hold is cut to
+/// fit, and the tag still names it.
+fn long_type_name_child() {
+    memscope_recorder::init_with(Config::from_env().block_len(4096)).unwrap();
+    assert!(std::any::type_name::<Box<T4>>().len() > 5000);
+    for _ in 0..3 {
+        let b: Box<T4> = black_box(Box::default());
+        track_var!(b);
+        drop(b);
+    }
+}
+
+fn long_type_names_fit_small_blocks() {
+    let dir = support::temp_dir();
+    let (status, bytes, _) = support::run_child("long_type_name", dir.path());
+    assert!(status.success(), "child failed: {status}");
+    let trace = Trace::read(&bytes).unwrap();
+    let records: Vec<&Record> = trace.blocks.iter().flat_map(|b| &b.records).collect();
+    let strings: Vec<(u32, usize)> = records
+        .iter()
+        .filter_map(|r| {
+            if let Record::String { id, bytes } = r { Some((*id, bytes.len())) } else { None }
+        })
+        .collect();
+    let tags: Vec<u32> = records
+        .iter()
+        .filter_map(|r| if let Record::Tag { type_name, .. } = r { Some(*type_name) } else { None })
+        .collect();
+    assert_eq!(tags.len(), 3, "every tag is written");
+    for t in &tags {
+        let len = strings
+            .iter()
+            .find(|(id, _)| id == t)
+            .map(|s| s.1)
+            .expect("the tag's type name is defined");
+        assert!(len > 3000 && len <= 4096 - 32 - 16, "name cut to fit an empty block: {len} bytes");
+    }
+    assert!(trace.blocks.len() < 20, "no block is wasted per tag: {} blocks", trace.blocks.len());
 }

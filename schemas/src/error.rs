@@ -81,6 +81,13 @@ pub enum DecodeErrorKind {
         /// Bytes left in the block.
         available: u64,
     },
+    /// A record's time delta carries the running time past 2^64 quanta.
+    TimeOverflow {
+        /// The running time before the record (quanta).
+        base: u64,
+        /// The record's delta (quanta).
+        delta: u64,
+    },
     /// An extended record's payload does not match its subkind.
     BadExtendedRecord {
         /// The extended subkind.
@@ -133,6 +140,12 @@ impl fmt::Display for DecodeErrorKind {
                 f,
                 "a record of kind {kind} needs {needed} bytes but only {available} remain in its block"
             ),
+            TimeOverflow { base, delta } => {
+                write!(
+                    f,
+                    "a record's timestamp overflows: time base {base} plus delta {delta} exceeds 2^64"
+                )
+            }
             BadExtendedRecord { subkind, reason } => {
                 write!(f, "malformed extended record of subkind {subkind}: {reason}")
             }

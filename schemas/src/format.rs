@@ -16,7 +16,7 @@ pub const FORMAT_MAJOR: u16 = 1;
 /// The format minor version this crate writes. Readers accept any minor
 /// version of their major version: newer minors only add extended record
 /// subkinds, which older readers skip.
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 
 /// Size in bytes of one record word, the unit every record is made of.
 pub const WORD_SIZE: usize = 8;
@@ -98,6 +98,8 @@ pub mod ext {
     pub const THREAD_EXIT: u16 = 3;
     /// The end-of-trace marker with totals.
     pub const END: u16 = 4;
+    /// A resident-set-size sample (minor version 1).
+    pub const RSS: u16 = 5;
 }
 
 /// Where timestamps come from ([FORMAT.md § Clock]).
@@ -191,6 +193,9 @@ pub mod header_offset {
     pub const PROGRAM_LEN: usize = 96;
     /// `u32` length of the NUL-separated arguments in bytes.
     pub const ARGS_LEN: usize = 100;
+    /// `u64` sampling rate in bytes, 0 when every allocation is recorded
+    /// (minor version 1; zero in older traces).
+    pub const SAMPLE_RATE: usize = 104;
 }
 
 /// The file header: what the analyzer needs to interpret every block
@@ -232,6 +237,9 @@ pub struct FileHeader {
     pub end_mono_ns: u64,
     /// Blocks handed out by the recorder; zero until finished.
     pub blocks_used: u64,
+    /// Mean bytes between sampled allocations under Poisson sampling by
+    /// bytes; 0 when every allocation is recorded.
+    pub sample_rate: u64,
     /// Path of the traced program (lossy UTF-8 when decoded).
     pub program: String,
     /// Arguments of the traced program, the program name first.
@@ -247,6 +255,17 @@ impl FileHeader {
     /// Whether recording stopped early because the file could not grow.
     pub fn recording_failed(&self) -> bool {
         self.flags & FLAG_RECORDING_FAILED != 0
+    }
+
+    /// The probability that an allocation of `size` bytes was recorded:
+    /// 1 without sampling or at or above the rate, else
+    /// `1 - exp(-size / sample_rate)`. Its inverse is the allocation's weight.
+    pub fn sample_probability(&self, size: u64) -> f64 {
+        if self.sample_rate == 0 || size >= self.sample_rate {
+            1.0
+        } else {
+            1.0 - (-(size as f64) / self.sample_rate as f64).exp()
+        }
     }
 
     /// Nanoseconds per clock tick, from the widest calibration interval
@@ -303,7 +322,8 @@ impl FileHeader {
         put_u64(out, o::BLOCKS_USED, self.blocks_used);
         put_u32(out, o::PROGRAM_LEN, self.program.len() as u32);
         put_u32(out, o::ARGS_LEN, args.len() as u32);
-        out[o::ARGS_LEN + 4..HEADER_FIXED_LEN].fill(0);
+        put_u64(out, o::SAMPLE_RATE, self.sample_rate);
+        out[o::SAMPLE_RATE + 8..HEADER_FIXED_LEN].fill(0);
         let p = HEADER_FIXED_LEN;
         out[p..p + self.program.len()].copy_from_slice(self.program.as_bytes());
         let a = p + self.program.len();
@@ -444,6 +464,7 @@ impl FileHeader {
             end_ticks: get_u64(bytes, o::END_TICKS),
             end_mono_ns: get_u64(bytes, o::END_MONO_NS),
             blocks_used: get_u64(bytes, o::BLOCKS_USED),
+            sample_rate: get_u64(bytes, o::SAMPLE_RATE),
             program,
             args,
         })
@@ -472,7 +493,8 @@ impl TimeScale {
     /// Nanoseconds since the trace origin of quantized timestamp `q`.
     #[inline]
     pub fn to_ns(&self, q: u64) -> i64 {
-        let ticks = q.checked_shl(self.shift).unwrap_or(u64::MAX);
+        // A shift that loses high bits (only in a corrupt trace) saturates.
+        let ticks = if q.leading_zeros() >= self.shift { q << self.shift } else { u64::MAX };
         let delta = ticks.wrapping_sub(self.start_ticks) as i64;
         (delta as f64 * self.ns_per_tick).round() as i64
     }

@@ -26,30 +26,58 @@ pub struct Trace<'a> {
     pub blocks: Vec<Block<'a>>,
 }
 
-/// Byte ranges of the blocks of a trace file of `file_len` bytes, in file
-/// order.
-///
-/// # Errors
-///
-/// [`DecodeErrorKind::BlockCutShort`] when the file ends inside a block.
-pub fn block_ranges(header: &FileHeader, file_len: u64) -> Result<Vec<(u64, u64)>, DecodeError> {
-    let start = u64::from(header.header_len);
-    let block_len = u64::from(header.block_len);
-    if file_len < start {
-        return Err(DecodeError::new(
-            file_len,
-            DecodeErrorKind::HeaderCutShort { len: file_len, needed: start },
-        ));
+/// Where the blocks of a trace file are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// Offset of the first block (the header length).
+    pub first: u64,
+    /// Length of every block.
+    pub block_len: u64,
+    /// Number of whole blocks.
+    pub count: u64,
+    /// Bytes after the last whole block: 0, except in an unfinished trace
+    /// whose file ends inside a block (those bytes are not read).
+    pub partial_bytes: u64,
+}
+
+impl BlockLayout {
+    /// Reads the layout of a trace file of `file_len` bytes.
+    ///
+    /// A finished trace always ends on a block boundary. An unfinished one
+    /// (killed program, or recording stopped by a full disk) may end inside
+    /// a block, after a copy or a failed file extension: that partial block
+    /// is left out and counted in `partial_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeErrorKind::HeaderCutShort`] when the file ends before the
+    /// first block; [`DecodeErrorKind::BlockCutShort`] when a finished trace
+    /// ends inside a block.
+    pub fn of(header: &FileHeader, file_len: u64) -> Result<BlockLayout, DecodeError> {
+        let first = u64::from(header.header_len);
+        let block_len = u64::from(header.block_len);
+        if file_len < first {
+            return Err(DecodeError::new(
+                file_len,
+                DecodeErrorKind::HeaderCutShort { len: file_len, needed: first },
+            ));
+        }
+        let body = file_len - first;
+        let partial_bytes = body % block_len;
+        if partial_bytes != 0 && header.is_finished() && !header.recording_failed() {
+            return Err(DecodeError::new(
+                file_len,
+                DecodeErrorKind::BlockCutShort { len: partial_bytes, expected: block_len },
+            ));
+        }
+        Ok(BlockLayout { first, block_len, count: body / block_len, partial_bytes })
     }
-    let body = file_len - start;
-    if !body.is_multiple_of(block_len) {
-        let cut = start + body / block_len * block_len;
-        return Err(DecodeError::new(
-            file_len,
-            DecodeErrorKind::BlockCutShort { len: file_len - cut, expected: block_len },
-        ));
+
+    /// Byte range of block `i`.
+    pub fn block(&self, i: u64) -> std::ops::Range<usize> {
+        let start = self.first + i * self.block_len;
+        start as usize..(start + self.block_len) as usize
     }
-    Ok((0..body / block_len).map(|i| (start + i * block_len, block_len)).collect())
 }
 
 impl<'a> Trace<'a> {
@@ -61,10 +89,12 @@ impl<'a> Trace<'a> {
     /// record.
     pub fn read(bytes: &'a [u8]) -> Result<Trace<'a>, DecodeError> {
         let header = FileHeader::decode(bytes)?;
+        let layout = BlockLayout::of(&header, bytes.len() as u64)?;
         let mut blocks = Vec::new();
-        for (offset, len) in block_ranges(&header, bytes.len() as u64)? {
-            let slice = &bytes[offset as usize..(offset + len) as usize];
-            let Some(decoder) = BlockDecoder::new(slice, offset)? else {
+        for i in 0..layout.count {
+            let range = layout.block(i);
+            let offset = range.start as u64;
+            let Some(decoder) = BlockDecoder::new(&bytes[range], offset)? else {
                 continue;
             };
             let block_header = *decoder.header();

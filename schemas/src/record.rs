@@ -89,6 +89,13 @@ pub enum Record<'a> {
         /// Counts over the whole trace.
         totals: Totals,
     },
+    /// The process's resident set size at time `q` (minor version 1).
+    Rss {
+        /// Quantized timestamp.
+        q: u64,
+        /// Resident set size in bytes.
+        rss_bytes: u64,
+    },
     /// An extended record of a subkind this reader does not know (written
     /// by a newer minor version); skipped.
     Unknown {
@@ -218,6 +225,7 @@ impl RecordEncoder {
             Record::ThreadName { name, .. } => 3 + name.len().div_ceil(WORD_SIZE),
             Record::ThreadExit { .. } => 2,
             Record::End { .. } => 1 + END_PAYLOAD_WORDS,
+            Record::Rss { .. } => 3,
             Record::Unknown { .. } => 1,
             _ => MAX_FIXED_WORDS,
         }
@@ -268,6 +276,11 @@ impl RecordEncoder {
                     totals.reallocations,
                     totals.dropped,
                 ]);
+            }
+            Record::Rss { q, rss_bytes } => {
+                out[0] = pack_ext(ext::RSS, payload_len, 0);
+                out[1] = *q;
+                out[2] = *rss_bytes;
             }
             Record::Unknown { subkind } => out[0] = pack_ext(*subkind, 0, 0),
             _ => unreachable!("fixed-size records are encoded above"),
@@ -364,6 +377,23 @@ impl<'a> BlockDecoder<'a> {
         Some(Err(DecodeError::new(self.offset + (at_word * WORD_SIZE) as u64, kind)))
     }
 
+    /// Adds a record's time delta to the running time.
+    fn advance(
+        &mut self,
+        start: usize,
+        dt: u64,
+    ) -> Result<(), Option<Result<Record<'a>, DecodeError>>> {
+        match self.q.checked_add(dt) {
+            Some(q) => {
+                self.q = q;
+                Ok(())
+            }
+            None => {
+                Err(self.error(start, DecodeErrorKind::TimeOverflow { base: self.q, delta: dt }))
+            }
+        }
+    }
+
     fn need(
         &mut self,
         start: usize,
@@ -423,17 +453,23 @@ impl<'a> Iterator for BlockDecoder<'a> {
                     continue;
                 }
                 kind::ALLOC => {
-                    self.q += dt;
+                    if let Err(e) = self.advance(start, dt) {
+                        return e;
+                    }
                     let w1 = word(self.bytes, start + 1);
                     let (size, align, zeroed) = unpack_size(w1);
                     return Some(Ok(Record::Alloc { q: self.q, address, size, align, zeroed }));
                 }
                 kind::FREE => {
-                    self.q += dt;
+                    if let Err(e) = self.advance(start, dt) {
+                        return e;
+                    }
                     return Some(Ok(Record::Free { q: self.q, address }));
                 }
                 kind::REALLOC => {
-                    self.q += dt;
+                    if let Err(e) = self.advance(start, dt) {
+                        return e;
+                    }
                     let (size, align, _) = unpack_size(word(self.bytes, start + 1));
                     let old_address = word(self.bytes, start + 2);
                     return Some(Ok(Record::Realloc {
@@ -445,7 +481,9 @@ impl<'a> Iterator for BlockDecoder<'a> {
                     }));
                 }
                 kind::TAG => {
-                    self.q += dt;
+                    if let Err(e) = self.advance(start, dt) {
+                        return e;
+                    }
                     let w1 = word(self.bytes, start + 1);
                     return Some(Ok(Record::Tag {
                         q: self.q,
@@ -528,6 +566,13 @@ impl<'a> BlockDecoder<'a> {
                         dropped: w(5),
                     },
                 })
+            }
+            ext::RSS => {
+                if len < 2 {
+                    return Err(too_short(self, 2));
+                }
+                let w = |i| word(self.bytes, payload.start + i);
+                Ok(Record::Rss { q: w(0), rss_bytes: w(1) })
             }
             _ => Ok(Record::Unknown { subkind }),
         }

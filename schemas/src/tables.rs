@@ -15,6 +15,8 @@ pub enum ColumnType {
     UInt32,
     /// Signed 64-bit integer (nanoseconds since the trace origin).
     Int64,
+    /// 64-bit float (weights).
+    Float64,
     /// Boolean.
     Boolean,
     /// UTF-8 string.
@@ -33,6 +35,7 @@ impl ColumnType {
             ColumnType::UInt64 => "UInt64",
             ColumnType::UInt32 => "UInt32",
             ColumnType::Int64 => "Int64",
+            ColumnType::Float64 => "Float64",
             ColumnType::Boolean => "Boolean",
             ColumnType::Utf8 => "Utf8",
             ColumnType::DictUtf8 => "Dictionary(Int32, Utf8)",
@@ -204,7 +207,7 @@ pub const ALLOCATIONS: Table = Table {
             DictUtf8,
             true,
             None,
-            "Type of the value in the block, from track_var!; NULL when untagged.",
+            "Type of the value in the block, from track_var! (carried along the block's reallocation chain); NULL when untagged.",
         ),
         col(
             "var_name",
@@ -233,6 +236,13 @@ pub const ALLOCATIONS: Table = Table {
             false,
             None,
             "Whether the block was requested zero-filled (alloc_zeroed).",
+        ),
+        col(
+            "weight",
+            Float64,
+            false,
+            None,
+            "Allocations this row stands for: 1 without sampling; under sampling (trace.sample_rate_bytes > 0) the inverse of the probability that it was recorded, 1 / (1 - exp(-size / rate)), so that SUM(weight) and SUM(size * weight) estimate counts and bytes.",
         ),
     ],
 };
@@ -329,11 +339,34 @@ pub const TRACE: Table = Table {
         col("events", UInt64, false, None, "Rows of the events table."),
         col("threads", UInt64, false, None, "Rows of the threads table."),
         col("file_bytes", UInt64, false, BYTES, "Size of the trace file (header and every block)."),
+        col(
+            "sample_rate_bytes",
+            UInt64,
+            false,
+            BYTES,
+            "Poisson sampling rate: allocations were recorded with probability 1 - exp(-size / rate); 0 when every allocation was recorded. Weighted sums are estimates when it is not 0.",
+        ),
+    ],
+};
+
+/// `rss`: resident set size samples.
+pub const RSS: Table = Table {
+    name: "rss",
+    doc: "One row per resident-set-size sample taken by the recorder's background thread (every 10 ms by default).",
+    columns: &[
+        col("ts_ns", Int64, false, NS, "Time of the sample since the trace origin."),
+        col(
+            "rss_bytes",
+            UInt64,
+            false,
+            BYTES,
+            "Resident set size of the process (from /proc/self/statm): heap, code, stacks and mapped files, the trace's own pages included.",
+        ),
     ],
 };
 
 /// Every table, in the order `tables` lists them.
-pub const TABLES: [&Table; 4] = [&ALLOCATIONS, &EVENTS, &THREADS, &TRACE];
+pub const TABLES: [&Table; 5] = [&ALLOCATIONS, &EVENTS, &RSS, &THREADS, &TRACE];
 
 impl Table {
     /// The table with this name, if any.
@@ -359,6 +392,7 @@ impl Table {
                     UInt64 => DataType::UInt64,
                     UInt32 => DataType::UInt32,
                     Int64 => DataType::Int64,
+                    Float64 => DataType::Float64,
                     Boolean => DataType::Boolean,
                     Utf8 => DataType::Utf8,
                     DictUtf8 => {

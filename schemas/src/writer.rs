@@ -33,6 +33,7 @@ pub fn synthetic_header(block_len: u32) -> FileHeader {
         end_ticks: 0,
         end_mono_ns: 0,
         blocks_used: 0,
+        sample_rate: 0,
         program: "synthetic".into(),
         args: vec!["synthetic".into()],
     }
@@ -163,7 +164,8 @@ fn record_q(record: &Record<'_>) -> Option<u64> {
         | Record::Tag { q, .. }
         | Record::ThreadName { q, .. }
         | Record::ThreadExit { q }
-        | Record::End { q, .. } => Some(q),
+        | Record::End { q, .. }
+        | Record::Rss { q, .. } => Some(q),
         Record::String { .. } | Record::Unknown { .. } => None,
     }
 }

@@ -2,8 +2,8 @@
 //! malformed input gives the documented error at the right offset.
 
 use memscope_schema::format::{
-    self, BLOCK_HEADER_WORDS, BlockHeader, FORMAT_MAJOR, HEADER_FIXED_LEN, MAX_DT, header_offset,
-    kind,
+    self, BLOCK_HEADER_WORDS, BlockHeader, FORMAT_MAJOR, FORMAT_MINOR, HEADER_FIXED_LEN, MAX_DT,
+    header_offset, kind,
 };
 use memscope_schema::record::MAX_FIXED_WORDS;
 use memscope_schema::writer::synthetic_header;
@@ -65,9 +65,16 @@ fn header_errors_name_the_field_and_offset() {
     assert_eq!(e.offset, header_offset::MAJOR as u64);
     assert_eq!(
         e.kind,
-        DecodeErrorKind::UnsupportedVersion { major: 2, minor: 0, supported: FORMAT_MAJOR }
+        DecodeErrorKind::UnsupportedVersion {
+            major: 2,
+            minor: FORMAT_MINOR,
+            supported: FORMAT_MAJOR
+        }
     );
-    assert!(e.to_string().contains("trace format version 2.0 is not supported"), "{e}");
+    assert!(
+        e.to_string().contains(&format!("trace format version 2.{FORMAT_MINOR} is not supported")),
+        "{e}"
+    );
 
     let mut newer_minor = good.clone();
     newer_minor[header_offset::MINOR..header_offset::MINOR + 2]
