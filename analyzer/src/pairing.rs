@@ -150,6 +150,9 @@ pub fn pair(events: &Events) -> Paired {
     let mut from_row: Vec<u32> = Vec::new();
     let mut hits: Vec<TagHit> = Vec::new();
     let mut misses: Vec<(usize, u32, u32)> = Vec::new();
+    // Deallocations (or reallocations) seen early, by event index, with the
+    // allocation row they end (see `overlap`).
+    let mut late_ends: FxHashMap<usize, u32> = FxHashMap::default();
     let mut tags = events.tags.iter();
 
     for i in 0..n {
@@ -159,20 +162,28 @@ pub fn pair(events: &Events) -> Paired {
                 from_row.push(NO_ROW);
                 event_alloc_id[i] = i as u64;
                 if let Some(prev) = live.insert(events.address[i], row) {
-                    anomalies.overlapping_allocations += 1;
-                    allocs.end(prev as usize, events, i);
+                    overlap(events, i, prev, &mut allocs, &mut late_ends, &mut anomalies);
                 }
             }
-            kind::DEALLOCATION => match live.remove(&events.address[i]) {
-                Some(row) => {
-                    allocs.end(row as usize, events, i);
-                    event_alloc_id[i] = allocs.alloc_id[row as usize];
-                    event_size[i] = allocs.size[row as usize];
+            kind::DEALLOCATION => {
+                let ended = match late_ends.remove(&i) {
+                    Some(row) => Some(row),
+                    None => live.remove(&events.address[i]),
+                };
+                match ended {
+                    Some(row) => {
+                        allocs.end(row as usize, events, i);
+                        event_alloc_id[i] = allocs.alloc_id[row as usize];
+                        event_size[i] = allocs.size[row as usize];
+                    }
+                    None => anomalies.unknown_deallocations += 1,
                 }
-                None => anomalies.unknown_deallocations += 1,
-            },
+            }
             kind::REALLOCATION => {
-                let old = live.remove(&events.old_address[i]);
+                let old = match late_ends.remove(&i) {
+                    Some(row) => Some(row),
+                    None => live.remove(&events.old_address[i]),
+                };
                 if old.is_none() {
                     anomalies.unknown_reallocations += 1;
                 }
@@ -185,8 +196,7 @@ pub fn pair(events: &Events) -> Paired {
                 }
                 event_alloc_id[i] = i as u64;
                 if let Some(prev) = live.insert(events.address[i], row) {
-                    anomalies.overlapping_allocations += 1;
-                    allocs.end(prev as usize, events, i);
+                    overlap(events, i, prev, &mut allocs, &mut late_ends, &mut anomalies);
                 }
             }
             _ => {
@@ -207,6 +217,51 @@ pub fn pair(events: &Events) -> Paired {
     }
     apply_tags(&mut allocs, &hits, &from_row, &mut event_alloc_id);
     Paired { allocations: allocs, event_alloc_id, event_size, anomalies }
+}
+
+/// How far apart in time two events of different threads may be recorded
+/// out of causal order: the time-stamp counter is read without a fence, so
+/// a read may run some hundred cycles ahead of the load that obtained a
+/// block, and cores' counters may differ slightly.
+pub const REORDER_WINDOW_NS: i64 = 2_000;
+/// How many events ahead [`overlap`] looks for the late deallocation.
+const REORDER_LOOKAHEAD: usize = 256;
+
+/// Event `i` starts a block at an address where allocation `prev` is still
+/// live. When another thread's deallocation (or reallocation) of that
+/// address follows within [`REORDER_WINDOW_NS`], the two were recorded out
+/// of order: that event ends `prev` when it comes. Otherwise a deallocation
+/// is missing from the trace; `prev` ends here and the anomaly is counted.
+fn overlap(
+    events: &Events,
+    i: usize,
+    prev: u32,
+    allocs: &mut Allocations,
+    late_ends: &mut FxHashMap<usize, u32>,
+    anomalies: &mut Anomalies,
+) {
+    let address = events.address[i];
+    let limit = (i + 1 + REORDER_LOOKAHEAD).min(events.len());
+    let late = (i + 1..limit)
+        .take_while(|&j| events.ts_ns[j] - events.ts_ns[i] <= REORDER_WINDOW_NS)
+        .find(|&j| {
+            events.thread_id[j] != events.thread_id[i]
+                && !late_ends.contains_key(&j)
+                && match events.kind[j] {
+                    kind::DEALLOCATION => events.address[j] == address,
+                    kind::REALLOCATION => events.old_address[j] == address,
+                    _ => false,
+                }
+        });
+    match late {
+        Some(j) => {
+            late_ends.insert(j, prev);
+        }
+        None => {
+            anomalies.overlapping_allocations += 1;
+            allocs.end(prev as usize, events, i);
+        }
+    }
 }
 
 /// Applies tags in time order (the last tag of an allocation wins), then

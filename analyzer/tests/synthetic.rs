@@ -263,6 +263,38 @@ fn frees_sort_before_allocations_of_other_threads_at_equal_times() {
 }
 
 #[test]
+fn reuse_recorded_slightly_out_of_order_still_pairs() {
+    // Thread 2 frees 0x100 and thread 1 reuses it, but thread 1's
+    // timestamp came out 3 ns earlier than the free's (an unfenced
+    // time-stamp counter read): the free still ends the first block.
+    let dir = temp_dir();
+    let t = write_trace(dir.path(), "skew.trace", |w| {
+        w.push(2, 2, &alloc(10, 0x100, 8));
+        w.push(1, 1, &alloc(100, 0x100, 16));
+        w.push(2, 2, &free(103, 0x100));
+        w.push(1, 1, &free(200, 0x100));
+        // Far apart in time, the same pattern is a missing deallocation.
+        w.push(2, 2, &alloc(1_000, 0x200, 8));
+        w.push(1, 1, &alloc(10_000, 0x200, 16));
+        w.push(2, 2, &free(20_000, 0x200));
+    });
+    assert_eq!(
+        lines(
+            &t,
+            "SELECT address, size, alloc_ts_ns, free_ts_ns, alloc_thread_id, free_thread_id FROM allocations ORDER BY alloc_ts_ns"
+        ),
+        [
+            "256|8|10|103|2|2",
+            "256|16|100|200|1|1",
+            "512|8|1000|10000|2|1",
+            "512|16|10000|20000|1|2"
+        ]
+    );
+    let a = loaded(&t).data.anomalies;
+    assert_eq!((a.overlapping_allocations, a.unknown_deallocations), (1, 0));
+}
+
+#[test]
 fn unfinished_trace_warns_and_counts_recovered_events() {
     let dir = temp_dir();
     let t = write_trace(dir.path(), "unfinished.trace", |w| {

@@ -6,7 +6,7 @@ use memscope_schema::Record;
 
 use crate::clock;
 use crate::state::recording;
-use crate::thread::with_thread;
+use crate::thread::on_hot_path;
 
 /// A global allocator that forwards every call to `A` and records it.
 ///
@@ -26,8 +26,10 @@ use crate::thread::with_thread;
 /// Every call goes to the inner allocator first. A successful allocation is
 /// timestamped after the inner call returns, a deallocation before the
 /// inner call runs: so when another thread reuses a freed address, the
-/// deallocation is recorded earlier than the reuse. Failed allocations
-/// (null) are not recorded.
+/// deallocation is recorded earlier than the reuse (up to the time-stamp
+/// counter's out-of-order execution, a few hundred nanoseconds at most,
+/// which the analyzer's pairing absorbs). Failed allocations (null) are not
+/// recorded.
 #[derive(Debug, Default)]
 pub struct TrackingAllocator<A> {
     inner: A,
@@ -50,11 +52,11 @@ fn on_alloc(p: *mut u8, layout: Layout, zeroed: bool) {
     if p.is_null() || !recording() {
         return;
     }
-    with_thread(|t| {
+    on_hot_path(|t| {
         let (address, size, align) = (p as u64, layout.size() as u64, layout.align() as u64);
         t.count_alloc(size);
         if t.sampled(size) {
-            t.record(clock::now_q_after(), |q| Record::Alloc { q, address, size, align, zeroed });
+            t.record(clock::now_q(), |q| Record::Alloc { q, address, size, align, zeroed });
         }
     });
 }
@@ -84,10 +86,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if recording() {
-            with_thread(|t| {
+            on_hot_path(|t| {
                 let address = ptr as u64;
                 t.count_free(layout.size() as u64);
-                t.record(clock::now_q_before(), |q| Record::Free { q, address });
+                t.record(clock::now_q(), |q| Record::Free { q, address });
             });
         }
         // SAFETY: the caller upholds `dealloc`'s contract.
@@ -99,11 +101,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // SAFETY: the caller upholds `realloc`'s contract.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !p.is_null() && recording() {
-            with_thread(|t| {
+            on_hot_path(|t| {
                 let (old_address, address) = (ptr as u64, p as u64);
                 let (size, align) = (new_size as u64, layout.align() as u64);
                 t.count_realloc(layout.size() as u64, size);
-                let q = clock::now_q_after();
+                let q = clock::now_q();
                 if t.sampled(size) {
                     t.record(q, |q| Record::Realloc { q, old_address, address, size, align });
                 } else {

@@ -7,14 +7,11 @@
 //! calibration points written to the header: the origin, a point about one
 //! millisecond later, and the end of the trace.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use memscope_schema::ClockSource;
 
-/// Whether [`ticks`] reads the time-stamp counter.
-static USE_TSC: AtomicBool = AtomicBool::new(false);
-/// Quantum of record timestamps, as a right shift of ticks.
-static SHIFT: AtomicU32 = AtomicU32::new(0);
+use crate::state::HOT;
 
 /// Quantum for the time-stamp counter: 16 ticks, about 6 ns at 2.5 GHz, so
 /// that the 12-bit delta of a record spans about 26 µs.
@@ -26,8 +23,8 @@ const MONOTONIC_SHIFT: u32 = 3;
 pub(crate) fn select() -> (ClockSource, u8) {
     let source = if tsc_is_invariant() { ClockSource::Tsc } else { ClockSource::Monotonic };
     let shift = if source == ClockSource::Tsc { TSC_SHIFT } else { MONOTONIC_SHIFT };
-    USE_TSC.store(source == ClockSource::Tsc, Ordering::Relaxed);
-    SHIFT.store(shift, Ordering::Relaxed);
+    HOT.use_tsc.store(source == ClockSource::Tsc, Ordering::Relaxed);
+    HOT.shift.store(shift as u8, Ordering::Relaxed);
     (source, shift as u8)
 }
 
@@ -35,7 +32,7 @@ pub(crate) fn select() -> (ClockSource, u8) {
 #[inline(always)]
 pub(crate) fn ticks() -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if USE_TSC.load(Ordering::Relaxed) {
+    if HOT.use_tsc.load(Ordering::Relaxed) {
         // SAFETY: `rdtsc` has no preconditions; `select` only enables this
         // path after cpuid reported an invariant counter.
         return unsafe { core::arch::x86_64::_rdtsc() };
@@ -46,44 +43,7 @@ pub(crate) fn ticks() -> u64 {
 /// Quantized timestamp: [`ticks`] shifted by the selected quantum.
 #[inline(always)]
 pub(crate) fn now_q() -> u64 {
-    ticks() >> SHIFT.load(Ordering::Relaxed)
-}
-
-/// Quantized timestamp taken after every earlier instruction completed:
-/// for an allocation, after the inner allocator's loads that found the
-/// block. `rdtsc` alone may run ahead of them, and a block that another
-/// thread freed a moment before could then seem allocated before it was
-/// freed. (`CLOCK_MONOTONIC` reads through the vDSO are ordered already.)
-#[inline(always)]
-pub(crate) fn now_q_after() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if USE_TSC.load(Ordering::Relaxed) {
-        // SAFETY: `lfence` and `rdtsc` have no preconditions (SSE2 is part
-        // of x86-64).
-        let t = unsafe {
-            core::arch::x86_64::_mm_lfence();
-            core::arch::x86_64::_rdtsc()
-        };
-        return t >> SHIFT.load(Ordering::Relaxed);
-    }
-    now_q()
-}
-
-/// Quantized timestamp taken before any later instruction starts: for a
-/// deallocation, before the inner allocator makes the block available.
-#[inline(always)]
-pub(crate) fn now_q_before() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if USE_TSC.load(Ordering::Relaxed) {
-        // SAFETY: as in `now_q_after`.
-        let t = unsafe {
-            let t = core::arch::x86_64::_rdtsc();
-            core::arch::x86_64::_mm_lfence();
-            t
-        };
-        return t >> SHIFT.load(Ordering::Relaxed);
-    }
-    now_q()
+    ticks() >> HOT.shift.load(Ordering::Relaxed)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (vDSO; no allocation, normally no

@@ -379,7 +379,6 @@ fn start(config: &Config) -> Result<(), InitError> {
     }
     let (cal_ticks, cal_mono_ns) = clock::calibration_point();
     SINK.write_calibration(cal_ticks, cal_mono_ns);
-    SINK.grow_ahead();
 
     thread::set_sample_rate(config.sample_rate);
     if !AT_EXIT_REGISTERED.swap(true, Ordering::Relaxed) {

@@ -37,6 +37,9 @@ pub(crate) struct Sink {
     failed: AtomicBool,
     /// Blocks handed out when `finish` closed hand-out; `u64::MAX` before.
     closed_at: AtomicU64,
+    /// Segments, from the first, whose pages the background thread has
+    /// faulted in.
+    populated: AtomicU64,
 }
 
 pub(crate) static SINK: Sink = Sink {
@@ -49,6 +52,7 @@ pub(crate) static SINK: Sink = Sink {
     grow_lock: AtomicBool::new(false),
     failed: AtomicBool::new(false),
     closed_at: AtomicU64::new(u64::MAX),
+    populated: AtomicU64::new(0),
 };
 
 /// Why the file could not be set up or grown.
@@ -109,27 +113,34 @@ impl Sink {
     }
 
     /// Maps the segment blocks are handed out from and the one after it,
-    /// and faults their pages in, so that allocating threads find them
-    /// ready (called by the background thread every tick, and at `init`).
-    /// A failure here is left for the allocating thread that truly needs
-    /// the segment to report.
+    /// and faults in their pages (and those of any earlier segment not yet
+    /// done), so that allocating threads find them ready. Called by the
+    /// background thread every tick. A failure here is left for the
+    /// allocating thread that truly needs the segment to report.
     pub(crate) fn grow_ahead(&self) {
         let next = self.next_block.load(Ordering::Relaxed);
         let block_len = self.block_len.load(Ordering::Relaxed);
         if next >= CLOSED || block_len == 0 || self.failed.load(Ordering::Relaxed) {
             return;
         }
-        let current = (next / (SEGMENT_LEN / block_len)) as usize;
-        for s in [current, current + 1] {
-            if s >= MAX_SEGMENTS || !self.segments[s].load(Ordering::Acquire).is_null() {
-                continue;
+        let current = next / (SEGMENT_LEN / block_len);
+        for s in self.populated.load(Ordering::Relaxed)..=current + 1 {
+            let s = s as usize;
+            if s >= MAX_SEGMENTS {
+                return;
             }
-            self.lock_growth();
-            let mapped = self.map_segment(s);
-            self.unlock_growth();
-            if let Ok(base) = mapped {
-                populate(base);
+            let mut base = self.segments[s].load(Ordering::Acquire);
+            if base.is_null() {
+                self.lock_growth();
+                let mapped = self.map_segment(s);
+                self.unlock_growth();
+                match mapped {
+                    Ok(b) => base = b,
+                    Err(_) => return,
+                }
             }
+            populate(base);
+            self.populated.store(s as u64 + 1, Ordering::Relaxed);
         }
     }
 

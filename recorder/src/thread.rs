@@ -26,6 +26,7 @@ use memscope_schema::{Record, RecordEncoder, Totals};
 use crate::clock;
 use crate::intern;
 use crate::sink::SINK;
+use crate::state::HOT;
 use crate::stats::{self, OVERFLOW, PUBLISH_BYTES, Slot};
 
 /// Words of the largest variable-size record the recorder writes: a thread
@@ -35,12 +36,9 @@ const MAX_VAR_WORDS: usize = 3 + MAX_STRING_LEN / WORD_SIZE;
 /// Recorder thread ids, from 1 in order of each thread's first event.
 static NEXT_THREAD_ID: AtomicU32 = AtomicU32::new(1);
 
-/// Mean bytes between sampled allocations; 0 records every allocation.
-static SAMPLE_RATE: AtomicU64 = AtomicU64::new(0);
-
 /// Sets the sampling rate (once, at `init`).
 pub(crate) fn set_sample_rate(bytes: u64) {
-    SAMPLE_RATE.store(bytes, Ordering::Relaxed);
+    HOT.sample_rate.store(bytes, Ordering::Relaxed);
 }
 
 /// What one thread needs to record: never shared with other threads.
@@ -59,10 +57,10 @@ pub(crate) struct ThreadState {
     os_tid: Cell<u32>,
     /// Blocks this thread has taken so far.
     blocks: Cell<u32>,
-    slot: Cell<*const Slot>,
+    /// The thread's counters: [`OVERFLOW`] (shared, updated atomically)
+    /// until the thread registers, or when it got no private slot.
+    slot: Cell<&'static Slot>,
     shared_slot: Cell<bool>,
-    /// Change of live bytes not yet published to the global peak counter.
-    unpublished: Cell<i64>,
     /// Bytes left until the next sampled allocation (0: not drawn yet).
     until_sample: Cell<i64>,
     /// State of the sampling generator (0: not seeded yet).
@@ -79,9 +77,8 @@ thread_local! {
             thread_id: Cell::new(0),
             os_tid: Cell::new(0),
             blocks: Cell::new(0),
-            slot: Cell::new(ptr::null()),
-            shared_slot: Cell::new(false),
-            unpublished: Cell::new(0),
+            slot: Cell::new(&OVERFLOW),
+            shared_slot: Cell::new(true),
             until_sample: Cell::new(0),
             rng: Cell::new(0),
         }
@@ -89,8 +86,23 @@ thread_local! {
     static EXIT: ExitNotifier = const { ExitNotifier };
 }
 
-/// Runs `f` with this thread's state, unless the thread is already inside
-/// the recorder (then `f` does not run and `None` is returned).
+/// Runs `f` on the hot path: with this thread's state, unless the thread
+/// is inside the recorder's slow paths (then `f` does not run). The guard
+/// is not set here: the hot path calls nothing that allocates, and every
+/// slow path that may ([`ThreadState::record_slow`], string definitions,
+/// thread registration) sets it itself.
+#[inline(always)]
+pub(crate) fn on_hot_path(f: impl FnOnce(&ThreadState)) {
+    let _ = STATE.try_with(|t| {
+        if !t.busy.get() {
+            f(t)
+        }
+    });
+}
+
+/// Runs `f` with this thread's state and the guard set, unless the thread
+/// is already inside the recorder (then `f` does not run and `None` is
+/// returned).
 #[inline(always)]
 pub(crate) fn with_thread<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
     STATE
@@ -138,25 +150,55 @@ impl ThreadState {
         let mut enc = RecordEncoder::new(self.last_q.get());
         let mut out = [0; MAX_FIXED_WORDS];
         let n = enc.encode(&rec, &mut out);
-        if self.publish(&out[..n]) {
+        if self.publish_fixed(&out, n) {
             self.last_q.set(enc.last_q());
             return true;
         }
         self.record_slow(&rec, q)
     }
 
+    /// [`ThreadState::publish`] for the `n` first words of a fixed-size
+    /// record's encoding, unrolled (a copy of variable length would call
+    /// `memcpy` on every event).
+    #[inline(always)]
+    fn publish_fixed(&self, out: &[u64; MAX_FIXED_WORDS], n: usize) -> bool {
+        let pos = self.pos.get();
+        let room = (self.end.get() as usize).wrapping_sub(pos as usize) / WORD_SIZE;
+        if pos.is_null() || n > room || n == 0 {
+            return false;
+        }
+        // SAFETY: as in `publish`: `pos..pos + n` lies in this thread's own
+        // block, and the first word is stored last, with release ordering.
+        unsafe {
+            for (i, &w) in out.iter().enumerate().skip(1) {
+                if i < n {
+                    pos.add(i).write(w);
+                }
+            }
+            AtomicU64::from_ptr(pos).store(out[0], Ordering::Release);
+            self.pos.set(pos.add(n));
+        }
+        true
+    }
+
+    /// The block is full (or there is none yet): take a new one. Sets the
+    /// guard, since registering a thread may allocate.
     #[cold]
     #[inline(never)]
     fn record_slow(&self, rec: &Record<'_>, q: u64) -> bool {
-        if !self.new_block(q) {
+        let was_busy = self.busy.replace(true);
+        let ok = if self.new_block(q) {
+            let mut enc = RecordEncoder::new(self.last_q.get());
+            let mut out = [0; MAX_FIXED_WORDS];
+            let n = enc.encode(rec, &mut out);
+            let ok = self.publish(&out[..n]);
+            self.last_q.set(enc.last_q());
+            ok
+        } else {
             self.count_dropped();
-            return false;
-        }
-        let mut enc = RecordEncoder::new(self.last_q.get());
-        let mut out = [0; MAX_FIXED_WORDS];
-        let n = enc.encode(rec, &mut out);
-        let ok = self.publish(&out[..n]);
-        self.last_q.set(enc.last_q());
+            false
+        };
+        self.busy.set(was_busy);
         ok
     }
 
@@ -251,12 +293,9 @@ impl ThreadState {
     fn register(&self) {
         self.thread_id.set(NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed));
         self.os_tid.set(gettid());
-        match stats::claim_slot() {
-            Some(slot) => self.slot.set(slot),
-            None => {
-                self.slot.set(&OVERFLOW);
-                self.shared_slot.set(true);
-            }
+        if let Some(slot) = stats::claim_slot() {
+            self.slot.set(slot);
+            self.shared_slot.set(false);
         }
         // Registering the destructor may allocate; the guard is set, so
         // those allocations pass through untracked.
@@ -290,18 +329,14 @@ impl ThreadState {
         id
     }
 
+    #[inline(always)]
     fn slot(&self) -> &'static Slot {
-        let p = self.slot.get();
-        if p.is_null() {
-            return &OVERFLOW;
-        }
-        // SAFETY: non-null slot pointers come from `&'static Slot`s.
-        unsafe { &*p }
+        self.slot.get()
     }
 
     #[inline(always)]
     fn shared(&self) -> bool {
-        self.shared_slot.get() || self.slot.get().is_null()
+        self.shared_slot.get()
     }
 
     /// Whether an allocation of `size` bytes is recorded under Poisson
@@ -310,7 +345,7 @@ impl ThreadState {
     /// `sample_rate` at every sampled allocation.
     #[inline(always)]
     pub(crate) fn sampled(&self, size: u64) -> bool {
-        let rate = SAMPLE_RATE.load(Ordering::Relaxed);
+        let rate = HOT.sample_rate.load(Ordering::Relaxed);
         if rate == 0 || size >= rate {
             return true;
         }
@@ -391,29 +426,30 @@ impl ThreadState {
 
     #[inline(always)]
     fn live_bytes_changed(&self, delta: i64) {
-        let v = self.unpublished.get() + delta;
-        if self.shared() || !(-PUBLISH_BYTES..PUBLISH_BYTES).contains(&v) {
-            stats::publish_active(v);
-            self.set_unpublished(0);
-        } else {
-            self.set_unpublished(v);
+        if self.shared() {
+            stats::publish_active(delta);
+            return;
         }
-    }
-
-    #[inline(always)]
-    fn set_unpublished(&self, v: i64) {
-        self.unpublished.set(v);
-        if !self.shared() {
-            self.slot().unpublished.store(v, Ordering::Relaxed);
+        let unpublished = &self.slot().unpublished;
+        let v = unpublished.load(Ordering::Relaxed) + delta;
+        if (-PUBLISH_BYTES..PUBLISH_BYTES).contains(&v) {
+            unpublished.store(v, Ordering::Relaxed);
+        } else {
+            stats::publish_active(v);
+            unpublished.store(0, Ordering::Relaxed);
         }
     }
 
     /// Publishes this thread's pending live-byte change.
     pub(crate) fn flush_live_bytes(&self) {
-        let v = self.unpublished.get();
+        if self.shared() {
+            return;
+        }
+        let unpublished = &self.slot().unpublished;
+        let v = unpublished.load(Ordering::Relaxed);
         if v != 0 {
             stats::publish_active(v);
-            self.set_unpublished(0);
+            unpublished.store(0, Ordering::Relaxed);
         }
     }
 }

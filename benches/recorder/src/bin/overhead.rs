@@ -10,6 +10,11 @@
 //! adds per event is `(ratio - 1) × median System time / events`. CPU time
 //! (user + system, all threads) is reported the same way.
 //!
+//! When `heaptrack` is on the `PATH` (Debian: `apt install heaptrack`), it
+//! is measured too, on the System binary through `LD_PRELOAD` as usual.
+//! The driver also times `rdtsc` itself, since it is the floor of a
+//! recorder that timestamps every event with it.
+//!
 //! Run with `scripts/measure-recorder.sh` (which builds the binaries in
 //! release mode first).
 
@@ -28,6 +33,9 @@ struct Args {
     /// Rounds that include dhat-rs (it takes seconds per run).
     #[arg(long, default_value_t = 3)]
     dhat_runs: usize,
+    /// Rounds that include heaptrack, when it is installed.
+    #[arg(long, default_value_t = 3)]
+    heaptrack_runs: usize,
     /// Allocations per thread with one thread; with two threads each does half.
     #[arg(long, default_value_t = 5_000_000)]
     allocs: usize,
@@ -65,16 +73,32 @@ fn children_cpu_ns() -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn run(bin: &Path, threads: usize, allocs: usize, mix: &str, out: &Path) -> Sample {
+/// How a variant is started.
+enum Launch<'a> {
+    /// Run the binary; `--out` gets the trace or profile path.
+    Direct(&'a Path),
+    /// Run the binary under `heaptrack -o OUT`.
+    Heaptrack(&'a Path),
+}
+
+fn run(launch: Launch<'_>, threads: usize, allocs: usize, mix: &str, out: &Path) -> Sample {
     let _ = std::fs::remove_file(out);
+    let args = ["--threads", &threads.to_string(), "--allocs", &allocs.to_string(), "--mix", mix];
+    let (mut cmd, bin) = match launch {
+        Launch::Direct(bin) => {
+            let mut c = Command::new(bin);
+            c.args(args).arg("--out").arg(out);
+            (c, bin)
+        }
+        Launch::Heaptrack(bin) => {
+            let mut c = Command::new("heaptrack");
+            c.arg("-o").arg(out).arg(bin).args(args);
+            (c, bin)
+        }
+    };
     let cpu_before = children_cpu_ns();
     let start = Instant::now();
-    let output = Command::new(bin)
-        .args(["--threads", &threads.to_string(), "--allocs", &allocs.to_string(), "--mix", mix])
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    let output = cmd.output().unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
     let wall_ns = start.elapsed().as_nanos() as f64;
     let cpu_ns = children_cpu_ns() - cpu_before;
     assert!(
@@ -101,66 +125,115 @@ fn overhead(base: &[Sample], other: &[Sample], field: fn(&Sample) -> f64) -> (f6
     (ratio, (ratio - 1.0) * base_median / events)
 }
 
+/// Nanoseconds per `rdtsc`, back to back (0 off x86-64).
+fn rdtsc_ns() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let n = 20_000_000u64;
+        let start = Instant::now();
+        let mut acc = 0u64;
+        for _ in 0..n {
+            // SAFETY: rdtsc has no preconditions.
+            acc = acc.wrapping_add(unsafe { core::arch::x86_64::_rdtsc() });
+        }
+        std::hint::black_box(acc);
+        start.elapsed().as_nanos() as f64 / n as f64
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0.0
+}
+
+/// The size of a file, or of the first file that starts with its name
+/// (heaptrack appends `.zst` or `.gz`).
+fn output_bytes(path: &Path) -> u64 {
+    if let Ok(m) = std::fs::metadata(path) {
+        return m.len();
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return 0 };
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&*name.to_string_lossy()))
+        .and_then(|e| e.metadata().ok())
+        .map_or(0, |m| m.len())
+}
+
+fn heaptrack_installed() -> bool {
+    Command::new("heaptrack").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// One tracker's cells: +ns/event wall (cpu), ratio, output bytes/event.
+fn cells(system: &[Sample], tracker: &[Sample], bytes: u64) -> String {
+    if tracker.is_empty() {
+        return "– | – | –".into();
+    }
+    let wall = |s: &Sample| s.wall_ns;
+    let cpu = |s: &Sample| s.cpu_ns;
+    let base = &system[..tracker.len()];
+    let (ratio, ns) = overhead(base, tracker, wall);
+    let (_, cpu_ns) = overhead(base, tracker, cpu);
+    format!("{ns:.1} ({cpu_ns:.1}) | {ratio:.2} | {:.2}", bytes as f64 / tracker[0].events as f64)
+}
+
 fn main() {
     let args = Args::parse();
     let bin_dir =
         std::env::current_exe().expect("own path").parent().expect("bin dir").to_path_buf();
     let bin = |name: &str| bin_dir.join(name);
     std::fs::create_dir_all(&args.out_dir).expect("creating the output directory");
+    let heaptrack_runs = if heaptrack_installed() { args.heaptrack_runs } else { 0 };
+    println!("rdtsc on this machine: {:.1} ns each (back to back)", rdtsc_ns());
+    if heaptrack_runs == 0 {
+        println!("heaptrack: not measured (install it with `apt install heaptrack` to compare)");
+    }
+    println!();
+    println!("Tracker columns: +ns/event wall (cpu) | time ÷ System | output bytes/event.");
+    println!();
     println!(
-        "| mix | threads | events | System ns/event (wall) | memscope +ns/event wall (cpu) | memscope / System | trace bytes/event | dhat-rs +ns/event wall (cpu) | dhat-rs / System |"
+        "| mix | threads | events | System ns/event | memscope +ns (cpu) | ÷ System | B/event \
+         | heaptrack +ns (cpu) | ÷ System | B/event | dhat-rs +ns (cpu) | ÷ System | B/event |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mix in ["small", "default"] {
         for threads in [1usize, 2] {
             let allocs = args.allocs / threads;
-            let (mut system, mut memscope, mut dhat) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut system, mut memscope, mut heaptrack, mut dhat) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let trace = args.out_dir.join(format!("memscope-{mix}-{threads}t.trace"));
-            let mut trace_bytes = 0;
-            // One warm-up round of each, not counted.
+            let ht_out = args.out_dir.join(format!("heaptrack-{mix}-{threads}t"));
+            let dhat_out = args.out_dir.join(format!("dhat-{mix}-{threads}t.json"));
+            // Round 0 warms the page cache and is not counted.
             for round in 0..=args.runs {
                 let s = run(
-                    &bin("allocbench-system"),
+                    Launch::Direct(&bin("allocbench-system")),
                     threads,
                     allocs,
                     mix,
                     &args.out_dir.join("none"),
                 );
-                let m = run(&bin("allocbench-memscope"), threads, allocs, mix, &trace);
-                trace_bytes = std::fs::metadata(&trace).map(|m| m.len()).unwrap_or(0);
+                let m =
+                    run(Launch::Direct(&bin("allocbench-memscope")), threads, allocs, mix, &trace);
+                let h = (round <= heaptrack_runs).then(|| {
+                    run(Launch::Heaptrack(&bin("allocbench-system")), threads, allocs, mix, &ht_out)
+                });
                 let d = (round <= args.dhat_runs).then(|| {
-                    run(
-                        &bin("allocbench-dhat"),
-                        threads,
-                        allocs,
-                        mix,
-                        &args.out_dir.join(format!("dhat-{mix}-{threads}t.json")),
-                    )
+                    run(Launch::Direct(&bin("allocbench-dhat")), threads, allocs, mix, &dhat_out)
                 });
                 if round > 0 {
                     system.push(s);
                     memscope.push(m);
+                    heaptrack.extend(h);
                     dhat.extend(d);
                 }
             }
-            let wall = |s: &Sample| s.wall_ns;
-            let cpu = |s: &Sample| s.cpu_ns;
             let events = system[0].events;
-            let base_ns = median(system.iter().map(wall).collect()) / events as f64;
-            let (m_ratio, m_ns) = overhead(&system, &memscope, wall);
-            let (_, m_cpu) = overhead(&system, &memscope, cpu);
-            let dhat_cell = if dhat.is_empty() {
-                ("–".to_string(), "–".to_string())
-            } else {
-                let (d_ratio, d_ns) = overhead(&system[..dhat.len()], &dhat, wall);
-                let (_, d_cpu) = overhead(&system[..dhat.len()], &dhat, cpu);
-                (format!("{d_ns:.1} ({d_cpu:.1})"), format!("{d_ratio:.2}"))
-            };
+            let base_ns = median(system.iter().map(|s| s.wall_ns).collect()) / events as f64;
             println!(
-                "| {mix} | {threads} | {events} | {base_ns:.1} | {m_ns:.1} ({m_cpu:.1}) | {m_ratio:.3} | {:.1} | {} | {} |",
-                trace_bytes as f64 / memscope[0].events as f64,
-                dhat_cell.0,
-                dhat_cell.1
+                "| {mix} | {threads} | {events} | {base_ns:.1} | {} | {} | {} |",
+                cells(&system, &memscope, output_bytes(&trace)),
+                cells(&system, &heaptrack, output_bytes(&ht_out)),
+                cells(&system, &dhat, output_bytes(&dhat_out)),
             );
         }
     }
