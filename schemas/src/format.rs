@@ -477,26 +477,41 @@ impl FileHeader {
 pub struct TimeScale {
     shift: u32,
     start_ticks: u64,
-    ns_per_tick: f64,
+    /// Nanoseconds per tick as a 32.32 fixed-point number, so that the
+    /// conversion is integer arithmetic (exact to well under a
+    /// nanosecond over any real trace length).
+    ns_per_tick_fixed: u64,
 }
 
 impl TimeScale {
     /// The scale of a trace's header.
     pub fn new(header: &FileHeader) -> TimeScale {
+        let ns_per_tick = header.ns_per_tick();
+        let fixed = if ns_per_tick.is_finite() && ns_per_tick > 0.0 {
+            (ns_per_tick * (1u64 << 32) as f64).round().min(u64::MAX as f64) as u64
+        } else {
+            1 << 32
+        };
         TimeScale {
             shift: header.time_shift.into(),
             start_ticks: header.start_ticks,
-            ns_per_tick: header.ns_per_tick(),
+            ns_per_tick_fixed: fixed,
         }
     }
 
-    /// Nanoseconds since the trace origin of quantized timestamp `q`.
+    /// Nanoseconds since the trace origin of quantized timestamp `q`
+    /// (negative before the origin; saturating at the `i64` range).
     #[inline]
     pub fn to_ns(&self, q: u64) -> i64 {
         // A shift that loses high bits (only in a corrupt trace) saturates.
         let ticks = if q.leading_zeros() >= self.shift { q << self.shift } else { u64::MAX };
-        let delta = ticks.wrapping_sub(self.start_ticks) as i64;
-        (delta as f64 * self.ns_per_tick).round() as i64
+        let (delta, negative) = match ticks.checked_sub(self.start_ticks) {
+            Some(d) => (d, false),
+            None => (self.start_ticks - ticks, true),
+        };
+        let ns = (u128::from(delta) * u128::from(self.ns_per_tick_fixed) + (1 << 31)) >> 32;
+        let ns = i64::try_from(ns).unwrap_or(i64::MAX);
+        if negative { -ns } else { ns }
     }
 }
 
