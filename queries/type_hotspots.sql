@@ -1,14 +1,16 @@
 -- type_hotspots.sql: which types allocate most, and which hold the most
 -- memory at once?
 --
--- One row per type (from track_var!; a tag is kept across reallocations),
--- with untagged allocations together as '(untagged)', by bytes allocated.
+-- One row per type (from track_var!, a tag being kept across
+-- reallocations; else from the generic frames of the allocation's call
+-- stack, see allocations.type_source), with allocations of unknown type
+-- together as '(unknown)', by bytes allocated.
 -- A reallocation counts as one allocation of its new size. When the trace
 -- is sampled (trace.sample_rate_bytes > 0), counts and bytes are estimates:
 -- each recorded allocation stands for `weight` allocations.
 --
 -- Columns:
---   type_name         type, or '(untagged)'
+--   type_name         type, or '(unknown)'
 --   allocations       number of allocations of the type
 --   allocated_bytes   total requested bytes, in bytes
 --   avg_size_bytes    allocated_bytes / allocations, in bytes
@@ -16,7 +18,7 @@
 --                     (at equal timestamps, deallocations count first)
 --   leaked_bytes      bytes of the type still live when the trace ended
 WITH typed AS (
-    SELECT COALESCE(type_name, '(untagged)') AS type_name, alloc_ts_ns, free_ts_ns, weight,
+    SELECT COALESCE(type_name, '(unknown)') AS type_name, alloc_ts_ns, free_ts_ns, weight,
            size * weight AS weighted_size
     FROM allocations
 ),

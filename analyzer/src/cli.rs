@@ -9,6 +9,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray, UInt64Array}
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use memscope_analyzer::error::Error;
+use memscope_analyzer::flamegraph::{self, Metric};
 use memscope_analyzer::output::{self, Destination, Format};
 use memscope_analyzer::query::{self, QueryResult, SqlSource};
 use memscope_analyzer::{Input, convert, load};
@@ -28,7 +29,7 @@ use memscope_schema::tables::TABLES;
     subcommand_negates_reqs = true
 )]
 #[command(
-    after_help = "Built-in queries (usable as --sql NAME): leaks, fragmentation, type_hotspots, lifetime_histogram.\n\
+    after_help = "Built-in queries (usable as --sql NAME): leaks, leaks_by_call_site, call_site_hotspots, fragmentation, type_hotspots, lifetime_histogram.\n\
 Exit codes: 0 ok, 2 usage or SQL error, 65 bad trace, 66 missing input, 70 internal error, 73 output exists, 74 I/O error."
 )]
 pub struct Cli {
@@ -46,6 +47,31 @@ enum Command {
     Convert(ConvertArgs),
     /// List the tables and their columns, with types, units and meanings.
     Tables(TablesArgs),
+    /// Draw an interactive SVG flamegraph of allocations by call stack, or
+    /// write its collapsed stacks with --folded.
+    Flamegraph(FlamegraphArgs),
+}
+
+#[derive(Debug, Args)]
+struct FlamegraphArgs {
+    /// Trace file, or a directory written by `convert`.
+    trace: PathBuf,
+    /// What the widths measure.
+    #[arg(long, value_enum, default_value_t = Metric::Bytes)]
+    metric: Metric,
+    /// Output file: an SVG, or collapsed stacks with --folded.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: PathBuf,
+    /// Write collapsed stacks (one `outer;...;inner value` line per stack,
+    /// as inferno, flamegraph.pl and speedscope read them) instead of SVG.
+    #[arg(long)]
+    folded: bool,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Do not print warnings about the trace.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +129,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Some(Command::Query(args)) => run_query(args).await,
         Some(Command::Convert(args)) => run_convert(args),
         Some(Command::Tables(args)) => run_tables(args).await,
+        Some(Command::Flamegraph(args)) => run_flamegraph(args).await,
         None => run_query(cli.query).await,
     }
 }
@@ -153,6 +180,27 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     for (path, t) in paths.iter().zip(&loaded.tables) {
         eprintln!("wrote {} ({} rows)", path.display(), t.num_rows());
     }
+    Ok(())
+}
+
+async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
+    let input = Input::open(&args.trace)?;
+    warn(input.warnings(), args.quiet);
+    let ctx = input.session().await?;
+    let lines = flamegraph::folded(&ctx, args.metric).await?;
+    let bytes = if args.folded {
+        lines.iter().flat_map(|l| [l.as_str(), "\n"]).collect::<String>().into_bytes()
+    } else {
+        let name =
+            args.trace.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        flamegraph::svg(
+            &lines,
+            args.metric,
+            &format!("memscope: {} by call stack ({name})", args.metric),
+        )?
+    };
+    output::write_file(&args.output, &bytes, args.force)?;
+    eprintln!("wrote {} ({} stacks)", args.output.display(), lines.len());
     Ok(())
 }
 

@@ -166,6 +166,32 @@ pub struct BlockEvents {
     pub rss: Vec<(u64, u64)>,
     /// Extended records of unknown subkinds that were skipped.
     pub skipped: u64,
+    /// Stack id of each event: the thread's own id as decoded (0 for none
+    /// and for events other than allocations and reallocations); trace-wide
+    /// ids once [`crate::stacks::intern`] has run.
+    pub stack: Vec<u32>,
+    /// Stack definitions of the thread: (thread's stack id, return
+    /// addresses innermost first).
+    pub stacks: Vec<(u32, Vec<u64>)>,
+    /// Module map entries.
+    pub modules: Vec<ModuleRecord>,
+}
+
+/// A `MODULE` record: a loaded executable or library.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleRecord {
+    /// Quantized time of the module map it belongs to.
+    pub q: u64,
+    /// Lowest loaded address.
+    pub start: u64,
+    /// One past the highest loaded address.
+    pub end: u64,
+    /// Load bias: run-time address minus address in the file.
+    pub bias: u64,
+    /// Path of the file.
+    pub path: String,
+    /// GNU build id (empty when the module has none).
+    pub build_id: Vec<u8>,
 }
 
 impl BlockEvents {
@@ -188,20 +214,33 @@ impl BlockEvents {
             base_q: h.base_q,
             ..BlockEvents::default()
         };
+        let mut stack = 0;
         for record in decoder {
             match record? {
                 Record::Alloc { q, address, size, align, zeroed } => {
-                    b.push(q, kind::ALLOCATION, address, size, align, 0, zeroed)
+                    b.push(q, kind::ALLOCATION, address, size, align, 0, zeroed, stack)
                 }
                 Record::Free { q, address } => {
-                    b.push(q, kind::DEALLOCATION, address, 0, 0, 0, false)
+                    b.push(q, kind::DEALLOCATION, address, 0, 0, 0, false, 0)
                 }
                 Record::Realloc { q, old_address, address, size, align } => {
-                    b.push(q, kind::REALLOCATION, address, size, align, old_address, false)
+                    b.push(q, kind::REALLOCATION, address, size, align, old_address, false, stack)
                 }
                 Record::Tag { q, address, type_name, var_name } => {
-                    b.push(q, kind::TAG, address, 0, 0, 0, false);
+                    b.push(q, kind::TAG, address, 0, 0, 0, false, 0);
                     b.tags.push((type_name, var_name));
+                }
+                Record::StackRef { id } => stack = id,
+                Record::Stack { id, frames } => b.stacks.push((id, frames.iter().collect())),
+                Record::Module { q, start, end, bias, path, build_id } => {
+                    b.modules.push(ModuleRecord {
+                        q,
+                        start,
+                        end,
+                        bias,
+                        path: String::from_utf8_lossy(path).into_owned(),
+                        build_id: build_id.to_vec(),
+                    })
                 }
                 Record::String { id, bytes } => {
                     b.strings.push((id, String::from_utf8_lossy(bytes).into_owned()))
@@ -229,6 +268,7 @@ impl BlockEvents {
         align: u64,
         old_address: u64,
         zeroed: bool,
+        stack: u32,
     ) {
         self.q.push(q);
         self.kind.push(kind);
@@ -237,6 +277,7 @@ impl BlockEvents {
         self.align.push(align);
         self.old_address.push(old_address);
         self.zeroed.push(zeroed);
+        self.stack.push(stack);
     }
 
     /// Number of events in the block.

@@ -41,10 +41,12 @@ for result in query::run(&ctx, &leaks).await? {
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod flamegraph;
 pub mod model;
 pub mod output;
 pub mod pairing;
 pub mod query;
+pub mod stacks;
 pub mod tables;
 
 use std::path::{Path, PathBuf};

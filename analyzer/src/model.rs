@@ -7,8 +7,9 @@ use std::collections::{BinaryHeap, HashMap};
 use memscope_schema::format::FileHeader;
 use memscope_schema::{TimeScale, Totals};
 
-use crate::decode::{BlockEvents, kind, strings};
+use crate::decode::{BlockEvents, ModuleRecord, kind, strings};
 use crate::pairing::{Allocations, Anomalies, pair};
+use crate::stacks::{self, Stacks};
 
 /// Events of the whole trace in time order, as columns of equal length.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -33,6 +34,8 @@ pub struct Events {
     /// For tag events, in order: (event index, type string id, variable
     /// string id).
     pub tags: Vec<(usize, u32, u32)>,
+    /// Trace-wide stack id of allocations and reallocations (0: none).
+    pub stack_id: Vec<u32>,
 }
 
 impl Events {
@@ -94,6 +97,8 @@ pub struct TraceData {
     pub file_bytes: u64,
     /// Resident-set-size samples (ns since origin, bytes), in time order.
     pub rss: Vec<(i64, u64)>,
+    /// Call stacks, their symbolized frames and the modules they lie in.
+    pub stacks: Stacks,
 }
 
 impl TraceData {
@@ -104,6 +109,10 @@ impl TraceData {
         let scale = TimeScale::new(&header);
         blocks.sort_unstable_by_key(|b| (b.thread_id, b.seq));
         let strings = strings(&blocks);
+        let raw_stacks = stacks::intern(&mut blocks);
+        let modules: Vec<ModuleRecord> =
+            blocks.iter().flat_map(|b| b.modules.iter().cloned()).collect();
+        let stacks = Stacks::symbolize(raw_stacks, modules);
         let mut events = merge(&blocks, &scale);
         let paired = pair(&events);
         events.size = paired.event_size;
@@ -167,6 +176,7 @@ impl TraceData {
             skipped_records,
             file_bytes,
             rss,
+            stacks,
         }
     }
 
@@ -230,6 +240,7 @@ fn merge(blocks: &[BlockEvents], scale: &TimeScale) -> Events {
         old_address: Vec::with_capacity(total),
         zeroed: Vec::with_capacity(total),
         tags: Vec::new(),
+        stack_id: Vec::with_capacity(total),
     };
     // Blocks are sorted by (thread, sequence): each thread is one run.
     let mut cursors = Vec::new();
@@ -270,6 +281,7 @@ fn merge(blocks: &[BlockEvents], scale: &TimeScale) -> Events {
             out.align.push(b.align[e]);
             out.old_address.push(b.old_address[e]);
             out.zeroed.push(b.zeroed[e]);
+            out.stack_id.push(b.stack[e]);
             c.event += 1;
         }
     }

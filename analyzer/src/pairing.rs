@@ -61,6 +61,8 @@ pub struct Allocations {
     pub realloc_to: Vec<u64>,
     /// Requested zero-filled.
     pub zeroed: Vec<bool>,
+    /// Trace-wide stack id (0: none).
+    pub stack_id: Vec<u32>,
 }
 
 impl Allocations {
@@ -90,6 +92,7 @@ impl Allocations {
         self.realloc_from.push(realloc_from);
         self.realloc_to.push(NONE_U64);
         self.zeroed.push(events.zeroed[i]);
+        self.stack_id.push(events.stack_id.get(i).copied().unwrap_or(0));
         row as u32
     }
 

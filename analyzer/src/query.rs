@@ -19,11 +19,13 @@ use crate::tables::TableData;
 
 /// The SQL files in `queries/`, built into the binary so that
 /// `--sql leaks` works from any directory: (name, text).
-pub const BUILTIN_QUERIES: [(&str, &str); 4] = [
+pub const BUILTIN_QUERIES: [(&str, &str); 6] = [
     ("leaks", include_str!("../../queries/leaks.sql")),
     ("fragmentation", include_str!("../../queries/fragmentation.sql")),
     ("type_hotspots", include_str!("../../queries/type_hotspots.sql")),
     ("lifetime_histogram", include_str!("../../queries/lifetime_histogram.sql")),
+    ("leaks_by_call_site", include_str!("../../queries/leaks_by_call_site.sql")),
+    ("call_site_hotspots", include_str!("../../queries/call_site_hotspots.sql")),
 ];
 
 /// Where a piece of SQL came from.

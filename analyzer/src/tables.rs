@@ -19,6 +19,8 @@ use crate::decode::kind;
 use crate::error::{Error, Result};
 use crate::model::TraceData;
 use crate::pairing::NONE_U64;
+use crate::stacks::TypeSource;
+use rustc_hash::FxHashMap;
 
 /// Rows per record batch.
 pub const BATCH_ROWS: usize = 64 * 1024;
@@ -56,6 +58,9 @@ pub fn build(data: &TraceData) -> Result<Vec<TableData>> {
             "threads" => threads(data),
             "trace" => trace(data),
             "rss" => rss(data),
+            "stacks" => stacks(data),
+            "frames" => frames(data),
+            "modules" => modules(data),
             other => unreachable!("table {other} has no builder"),
         };
         out.push(batch(table, columns)?);
@@ -111,6 +116,7 @@ fn events(data: &TraceData) -> Vec<ArrayRef> {
 
 fn allocations(data: &TraceData, dict: &mut StringDict) -> Vec<ArrayRef> {
     let a = &data.allocations;
+    let st = &data.stacks;
     let freed = a.freed.clone();
     let lifetime: Vec<i64> =
         a.free_ts_ns.iter().zip(&a.alloc_ts_ns).map(|(&f, &s)| f.saturating_sub(s)).collect();
@@ -125,7 +131,7 @@ fn allocations(data: &TraceData, dict: &mut StringDict) -> Vec<ArrayRef> {
         Arc::new(nullable::<Int64Type>(lifetime, freed.clone())),
         Arc::new(UInt32Array::from(a.alloc_thread_id.clone())),
         Arc::new(nullable::<UInt32Type>(a.free_thread_id.clone(), freed)),
-        Arc::new(dict.column(&a.type_id)),
+        Arc::new(type_names(data, dict)),
         Arc::new(dict.column(&a.var_id)),
         Arc::new(sentinel_u64(&a.realloc_from)),
         Arc::new(sentinel_u64(&a.realloc_to)),
@@ -133,6 +139,122 @@ fn allocations(data: &TraceData, dict: &mut StringDict) -> Vec<ArrayRef> {
         Arc::new(Float64Array::from_iter_values(
             a.size.iter().map(|&s| 1.0 / data.header.sample_probability(s)),
         )),
+        Arc::new(nullable::<UInt32Type>(
+            a.stack_id.clone(),
+            a.stack_id.iter().map(|&s| s != 0).collect(),
+        )),
+        Arc::new(dict_by(a.stack_id.iter().map(|&s| Some(s)), |s| {
+            st.call_site_of(s).map(|f| f.name.clone())
+        })),
+        Arc::new(dict_by(a.stack_id.iter().map(|&s| Some(s)), |s| {
+            st.call_site_of(s).and_then(|f| f.file.clone())
+        })),
+        Arc::new(UInt32Array::from_iter(
+            a.stack_id.iter().map(|&s| st.call_site_of(s).and_then(|f| f.line)),
+        )),
+        Arc::new(type_sources(data)),
+    ]
+}
+
+/// Where each allocation's type comes from: its tag, else its stack.
+fn type_source(data: &TraceData, row: usize) -> TypeSource {
+    let a = &data.allocations;
+    if a.type_id[row] != 0 {
+        TypeSource::Tag
+    } else if data.stacks.type_of(a.stack_id[row]).is_some() {
+        TypeSource::Frame
+    } else {
+        TypeSource::Unknown
+    }
+}
+
+fn type_names(data: &TraceData, dict: &mut StringDict) -> DictionaryArray<Int32Type> {
+    let a = &data.allocations;
+    let keys = (0..a.len()).map(|row| match type_source(data, row) {
+        TypeSource::Tag => Some((true, a.type_id[row])),
+        TypeSource::Frame => Some((false, a.stack_id[row])),
+        TypeSource::Unknown => None,
+    });
+    dict_by(keys, |(tag, id)| {
+        if tag { Some(dict.text(id)) } else { data.stacks.type_of(id).map(str::to_owned) }
+    })
+}
+
+fn type_sources(data: &TraceData) -> DictionaryArray<Int32Type> {
+    let all = [TypeSource::Tag, TypeSource::Frame, TypeSource::Unknown];
+    let keys = Int32Array::from_iter_values((0..data.allocations.len()).map(|row| {
+        let s = type_source(data, row);
+        all.iter().position(|&t| t == s).expect("every source is listed") as i32
+    }));
+    let values = Arc::new(StringArray::from_iter_values(all.iter().map(|t| t.name())));
+    DictionaryArray::try_new(keys, values).expect("keys index the values")
+}
+
+/// A dictionary column from row keys: `text` names a key once (NULL when
+/// it returns `None`), and equal texts share one dictionary value.
+fn dict_by<K: std::hash::Hash + Eq + Copy>(
+    keys: impl Iterator<Item = Option<K>>,
+    mut text: impl FnMut(K) -> Option<String>,
+) -> DictionaryArray<Int32Type> {
+    let mut key_of: FxHashMap<K, Option<i32>> = FxHashMap::default();
+    let mut key_of_text: HashMap<String, i32> = HashMap::new();
+    let mut values: Vec<String> = Vec::new();
+    let keys: Int32Array = keys
+        .map(|k| {
+            let k = k?;
+            *key_of.entry(k).or_insert_with(|| {
+                let t = text(k)?;
+                Some(*key_of_text.entry(t.clone()).or_insert_with(|| {
+                    values.push(t);
+                    values.len() as i32 - 1
+                }))
+            })
+        })
+        .collect();
+    DictionaryArray::try_new(keys, Arc::new(StringArray::from(values)))
+        .expect("keys index the values")
+}
+
+fn stacks(data: &TraceData) -> Vec<ArrayRef> {
+    let st = &data.stacks;
+    let rows = || {
+        st.stacks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.iter().enumerate().map(move |(d, &f)| (i as u32 + 1, d as u32, f)))
+    };
+    vec![
+        Arc::new(UInt32Array::from_iter_values(rows().map(|r| r.0))),
+        Arc::new(UInt32Array::from_iter_values(rows().map(|r| r.1))),
+        Arc::new(UInt32Array::from_iter_values(rows().map(|r| r.2))),
+    ]
+}
+
+fn frames(data: &TraceData) -> Vec<ArrayRef> {
+    let f = &data.stacks.frames;
+    vec![
+        Arc::new(UInt32Array::from_iter_values(f.iter().map(|f| f.frame_id))),
+        Arc::new(UInt64Array::from_iter_values(f.iter().map(|f| f.address))),
+        Arc::new(UInt32Array::from_iter(f.iter().map(|f| f.module_id))),
+        Arc::new(UInt64Array::from_iter(f.iter().map(|f| f.module_offset))),
+        Arc::new(StringArray::from_iter(f.iter().map(|f| f.function.as_deref()))),
+        Arc::new(StringArray::from_iter(f.iter().map(|f| f.file.as_deref()))),
+        Arc::new(UInt32Array::from_iter(f.iter().map(|f| f.line))),
+        Arc::new(BooleanArray::from_iter(f.iter().map(|f| Some(f.inlined)))),
+        Arc::new(StringArray::from_iter_values(f.iter().map(|f| f.name.as_str()))),
+    ]
+}
+
+fn modules(data: &TraceData) -> Vec<ArrayRef> {
+    let m = &data.stacks.modules;
+    vec![
+        Arc::new(UInt32Array::from_iter_values(m.iter().map(|m| m.module_id))),
+        Arc::new(StringArray::from_iter_values(m.iter().map(|m| m.path.as_str()))),
+        Arc::new(StringArray::from_iter(m.iter().map(|m| m.build_id.as_deref()))),
+        Arc::new(UInt64Array::from_iter_values(m.iter().map(|m| m.start))),
+        Arc::new(UInt64Array::from_iter_values(m.iter().map(|m| m.end))),
+        Arc::new(UInt64Array::from_iter_values(m.iter().map(|m| m.bias))),
+        Arc::new(StringArray::from_iter_values(m.iter().map(|m| m.symbols.name()))),
     ]
 }
 
@@ -197,6 +319,11 @@ struct StringDict<'a> {
 impl<'a> StringDict<'a> {
     fn new(strings: &'a HashMap<u32, String>) -> StringDict<'a> {
         StringDict { strings }
+    }
+
+    /// The text of string `id` (see [`StringDict::column`]).
+    fn text(&self, id: u32) -> String {
+        self.strings.get(&id).cloned().unwrap_or_else(|| format!("<unknown string {id}>"))
     }
 
     /// A dictionary column for string ids (0 = NULL). Ids without a

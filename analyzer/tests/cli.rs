@@ -303,6 +303,9 @@ fn analyze_bytes(bytes: &[u8]) -> (Option<i32>, String) {
 fn bad_traces_give_exact_errors() {
     let dir = temp_dir();
     let good = std::fs::read(small_trace(dir.path())).unwrap();
+    let future_major = format!(
+        "BAD: at byte offset 8: trace format version 9.{FORMAT_MINOR} is not supported: this analyzer reads major version 1"
+    );
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -325,11 +328,7 @@ fn bad_traces_give_exact_errors() {
             good[..good.len() - 10].to_vec(),
             "a block is cut short: 65526 bytes present, a block has 65536",
         ),
-        (
-            "future major",
-            with_u16(&good, header_offset::MAJOR, 9),
-            "BAD: at byte offset 8: trace format version 9.1 is not supported: this analyzer reads major version 1",
-        ),
+        ("future major", with_u16(&good, header_offset::MAJOR, 9), &future_major),
         (
             "bad block magic",
             with_bytes(&good, 4096, b"XXXX"),

@@ -208,7 +208,7 @@ fn leaks(t: &Path) {
     let tagged: Vec<&str> = rows
         .iter()
         .map(|r| s(r, "type_name"))
-        .filter(|n| *n != "(untagged)" && !n.contains("Order>") && !n.contains("Session>"))
+        .filter(|n| *n != "(unknown)" && !n.contains("Order>") && !n.contains("Session>"))
         .collect();
     assert!(tagged.is_empty(), "unexpected leaks: {tagged:?}");
     // Largest first.

@@ -84,7 +84,7 @@ fn leaks_query() {
     let t = reference_trace(dir.path());
     assert_eq!(
         lines(&t, &query_file("leaks.sql")),
-        ["app::Order|1|main|3|768|256|100", "(untagged)|1|main|1|64|64|130"]
+        ["app::Order|1|main|3|768|256|100", "(unknown)|1|main|1|64|64|130"]
     );
 }
 
@@ -97,7 +97,7 @@ fn type_hotspots_query() {
         [
             "app::Session|1|1000|1000|1000|0",
             "app::Order|3|768|256|768|768",
-            "(untagged)|6|214|35|114|64",
+            "(unknown)|6|214|35|114|64",
             "app::Grow|3|112|37|64|0",
         ]
     );

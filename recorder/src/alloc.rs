@@ -56,7 +56,14 @@ fn on_alloc(p: *mut u8, layout: Layout, zeroed: bool) {
         let (address, size, align) = (p as u64, layout.size() as u64, layout.align() as u64);
         t.count_alloc(size);
         if t.sampled(size) {
-            t.record(clock::now_q(), |q| Record::Alloc { q, address, size, align, zeroed });
+            let stack = t.stack_id();
+            t.record(clock::now_q(), Some(stack), |q| Record::Alloc {
+                q,
+                address,
+                size,
+                align,
+                zeroed,
+            });
         }
     });
 }
@@ -89,7 +96,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             on_hot_path(|t| {
                 let address = ptr as u64;
                 t.count_free(layout.size() as u64);
-                t.record(clock::now_q(), |q| Record::Free { q, address });
+                t.record(clock::now_q(), None, |q| Record::Free { q, address });
             });
         }
         // SAFETY: the caller upholds `dealloc`'s contract.
@@ -105,13 +112,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                 let (old_address, address) = (ptr as u64, p as u64);
                 let (size, align) = (new_size as u64, layout.align() as u64);
                 t.count_realloc(layout.size() as u64, size);
-                let q = clock::now_q();
                 if t.sampled(size) {
-                    t.record(q, |q| Record::Realloc { q, old_address, address, size, align });
+                    let stack = t.stack_id();
+                    t.record(clock::now_q(), Some(stack), |q| Record::Realloc {
+                        q,
+                        old_address,
+                        address,
+                        size,
+                        align,
+                    });
                 } else {
                     // The new block is not sampled; the old one may have
                     // been, so end it.
-                    t.record(q, |q| Record::Free { q, address: old_address });
+                    t.record(clock::now_q(), None, |q| Record::Free { q, address: old_address });
                 }
             });
         }

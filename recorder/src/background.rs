@@ -1,6 +1,7 @@
 //! The recorder's background thread: samples the resident set size, keeps
 //! the file grown and its pages faulted in ahead of the allocating threads,
-//! and refreshes the clock calibration in the header.
+//! writes the module map when it changes, and refreshes the clock
+//! calibration in the header.
 //!
 //! It is the only thread the recorder starts. Its own allocations are never
 //! recorded; it writes `RSS` records into blocks of its own, under the
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use memscope_schema::Record;
 
 use crate::clock;
+use crate::modules;
 use crate::sink::SINK;
 use crate::state::{self, STARTING, STATE};
 use crate::thread;
@@ -52,6 +54,9 @@ pub(crate) fn stop() {
 fn run(rss_interval: Duration) {
     // Nothing this thread allocates is recorded.
     thread::mark_internal();
+    // The module map is in the trace before `init` returns.
+    modules::write_map();
+    let mut generation = modules::generation();
     READY.store(true, Ordering::Release);
     while STATE.load(Ordering::Acquire) == STARTING {
         std::thread::sleep(Duration::from_millis(1));
@@ -63,6 +68,11 @@ fn run(rss_interval: Duration) {
     let (mut next_rss, mut next_calibration) = (Instant::now(), Instant::now() + CALIBRATE_EVERY);
     while !STOP.load(Ordering::Relaxed) && state::recording() {
         SINK.grow_ahead();
+        let loaded = modules::generation();
+        if loaded != generation {
+            generation = loaded;
+            modules::write_map();
+        }
         let now = Instant::now();
         if !rss_interval.is_zero() && now >= next_rss {
             if let Some(rss_bytes) = statm.as_ref().and_then(resident_pages).map(|p| p * page_size)

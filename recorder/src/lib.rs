@@ -29,16 +29,32 @@ Then `memscope-analyze memscope-<pid>.trace --sql queries/leaks.sql`.
 After [`init`], every allocation, deallocation and reallocation made through
 the global allocator, on every thread, with its address, size, alignment,
 thread and a timestamp in nanoseconds since `init` (from the time-stamp
-counter where it is invariant, else `CLOCK_MONOTONIC`); type tags from
-[`track_var!`]; thread names; and at the end, totals. Allocations made
+counter where it is invariant, else `CLOCK_MONOTONIC`); the call stack of
+each allocation and reallocation, as raw return addresses (each distinct
+stack written once per thread); the module map (executable and shared
+libraries with their load addresses and build ids), so the analyzer can
+symbolize later, anywhere; type tags from [`track_var!`]; thread names; RSS
+samples; and at the end, totals.
+
+# Call stacks
+
+Stacks are walked through frame pointers: a few nanoseconds per frame, no
+unwind tables, no locks. The standard library keeps frame pointers; build
+your program with `RUSTFLAGS="-C force-frame-pointers=yes"` for complete
+stacks (without it, frames of functions that omit them are skipped or the
+stack is cut short; the walk never reads outside the thread's stack). Add
+`-C symbol-mangling-version=v0` so that the analyzer can name the type of
+untagged allocations from generic frames such as `Vec<myapp::Order>::push`. Allocations made
 before `init` are not recorded; if they are freed later, those frees show in
 the analyzer as deallocations of unknown blocks.
 
 # Cost
 
 The hot path does not allocate, lock or make a system call: it reads the
-clock, writes 8 to 24 bytes into the thread's own block of the mapped file
-and updates the thread's own counters. A thread takes a new 64 KiB block
+clock, walks the frame pointers of the allocating call (when stacks are on),
+looks the stack up in the thread's own cache, writes 8 to 32 bytes into the
+thread's own block of the mapped file (plus the stack's addresses, the
+first time the thread sees it) and updates the thread's own counters. A thread takes a new 64 KiB block
 with one atomic addition; the file grows by 16 MiB segments
 (`posix_fallocate` + `mmap`), once per segment.
 
@@ -64,6 +80,8 @@ with one atomic addition; the file grows by 16 MiB segments
 * `MEMSCOPE_TRACE`: trace path for [`init`]; `%p` is replaced by the process
   id. Default `./memscope-<pid>.trace`. An existing file at that path is
   replaced.
+* `MEMSCOPE_STACKS`: deepest call stack captured per allocation, in
+  frames; `0` turns stacks off. Default 64, at most 256.
 * `MEMSCOPE_CLOCK=monotonic`: use `CLOCK_MONOTONIC` even where the
   time-stamp counter is usable.
 */
@@ -72,7 +90,9 @@ mod alloc;
 mod background;
 mod clock;
 mod intern;
+mod modules;
 mod sink;
+mod stack;
 mod state;
 mod stats;
 mod tag;
@@ -86,7 +106,7 @@ use std::time::Duration;
 
 use memscope_schema::format::{
     DEFAULT_BLOCK_LEN, FLAG_ARGS_TRUNCATED, FORMAT_MAJOR, FORMAT_MINOR, FileHeader,
-    HEADER_FIXED_LEN, MAX_BLOCK_LEN, MIN_BLOCK_LEN, PAGE_SIZE,
+    HEADER_FIXED_LEN, MAX_BLOCK_LEN, MAX_STACK_DEPTH, MIN_BLOCK_LEN, PAGE_SIZE,
 };
 use memscope_schema::{Record, Totals};
 
@@ -131,6 +151,11 @@ pub struct Config {
     /// probability. Default 0: every allocation is recorded. `stats()` stays
     /// exact either way.
     pub sample_rate: u64,
+    /// Deepest call stack captured per allocation and reallocation, in
+    /// frames (at most 256); 0 captures none. Default 64. Only return
+    /// addresses are captured, by walking frame pointers; symbolization
+    /// happens in the analyzer.
+    pub stack_depth: u32,
 }
 
 /// Default interval of RSS samples.
@@ -143,15 +168,17 @@ impl Default for Config {
             block_len: DEFAULT_BLOCK_LEN,
             rss_interval: DEFAULT_RSS_INTERVAL,
             sample_rate: 0,
+            stack_depth: stack::DEFAULT_STACK_DEPTH,
         }
     }
 }
 
 impl Config {
     /// The default configuration, changed by the environment:
-    /// `MEMSCOPE_TRACE` (path), `MEMSCOPE_RSS_INTERVAL_MS` (0 = off) and
-    /// `MEMSCOPE_SAMPLE_RATE` (bytes, 0 = off). A value that does not parse
-    /// is reported on stderr and ignored.
+    /// `MEMSCOPE_TRACE` (path), `MEMSCOPE_RSS_INTERVAL_MS` (0 = off),
+    /// `MEMSCOPE_SAMPLE_RATE` (bytes, 0 = off) and `MEMSCOPE_STACKS` (frames,
+    /// 0 = no stacks). A value that does not parse is reported on stderr and
+    /// ignored.
     pub fn from_env() -> Config {
         let mut config = Config::default();
         if let Some(path) = std::env::var_os("MEMSCOPE_TRACE").filter(|p| !p.is_empty()) {
@@ -162,6 +189,9 @@ impl Config {
         }
         if let Some(rate) = env_number("MEMSCOPE_SAMPLE_RATE") {
             config.sample_rate = rate;
+        }
+        if let Some(depth) = env_number("MEMSCOPE_STACKS") {
+            config.stack_depth = depth.min(MAX_STACK_DEPTH as u64) as u32;
         }
         config
     }
@@ -175,6 +205,13 @@ impl Config {
     /// Sets the sampling rate in bytes (zero: record every allocation).
     pub fn sample_rate(mut self, bytes: u64) -> Config {
         self.sample_rate = bytes;
+        self
+    }
+
+    /// Sets the deepest call stack captured, in frames (0: no stacks; at
+    /// most 256).
+    pub fn stack_depth(mut self, frames: u32) -> Config {
+        self.stack_depth = frames;
         self
     }
 
@@ -304,6 +341,12 @@ fn start(config: &Config) -> Result<(), InitError> {
             config.block_len
         )));
     }
+    if config.stack_depth as usize > MAX_STACK_DEPTH {
+        return Err(InitError::Config(format!(
+            "stack_depth {} is above {MAX_STACK_DEPTH}",
+            config.stack_depth
+        )));
+    }
     let path = config.resolved_path();
     let file_error = |source| InitError::File { path: path.clone(), source };
     let file = OpenOptions::new()
@@ -343,6 +386,7 @@ fn start(config: &Config) -> Result<(), InitError> {
         end_mono_ns: 0,
         blocks_used: 0,
         sample_rate: config.sample_rate,
+        stack_depth: config.stack_depth,
         program,
         args: Vec::new(),
     };
@@ -381,6 +425,7 @@ fn start(config: &Config) -> Result<(), InitError> {
     SINK.write_calibration(cal_ticks, cal_mono_ns);
 
     thread::set_sample_rate(config.sample_rate);
+    state::HOT.stack_depth.store(config.stack_depth, Ordering::Relaxed);
     if !AT_EXIT_REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: registers plain `extern "C" fn()`s that never unwind.
         unsafe {
@@ -522,7 +567,7 @@ pub fn _tag_address(address: u64, type_name: &'static str, var_name: &'static st
         if type_id == 0 {
             return;
         }
-        if t.record(clock::now_q(), |q| Record::Tag {
+        if t.record(clock::now_q(), None, |q| Record::Tag {
             q,
             address,
             type_name: type_id,

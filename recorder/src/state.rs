@@ -11,7 +11,7 @@
 //! records. The cache line is written a handful of times per process, so
 //! reading it costs no more than an L1 hit.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 pub(crate) const OFF: u8 = 0;
 pub(crate) const STARTING: u8 = 1;
@@ -32,6 +32,8 @@ pub(crate) struct Hot {
     pub(crate) shift: AtomicU8,
     /// Mean bytes between sampled allocations; 0 records every one.
     pub(crate) sample_rate: AtomicU64,
+    /// Deepest call stack captured per allocation; 0 captures none.
+    pub(crate) stack_depth: AtomicU32,
 }
 
 pub(crate) static HOT: Hot = Hot {
@@ -39,6 +41,7 @@ pub(crate) static HOT: Hot = Hot {
     use_tsc: AtomicBool::new(false),
     shift: AtomicU8::new(0),
     sample_rate: AtomicU64::new(0),
+    stack_depth: AtomicU32::new(0),
 };
 
 /// The recording state.

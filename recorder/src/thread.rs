@@ -20,12 +20,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memscope_schema::format::{BLOCK_HEADER_WORDS, BlockHeader, MAX_STRING_LEN, WORD_SIZE};
-use memscope_schema::record::MAX_FIXED_WORDS;
+use memscope_schema::record::{MAX_FIXED_WORDS, stack_head, stack_ref};
 use memscope_schema::{Record, RecordEncoder, Totals};
 
 use crate::clock;
 use crate::intern;
 use crate::sink::SINK;
+use crate::stack;
 use crate::state::HOT;
 use crate::stats::{self, OVERFLOW, PUBLISH_BYTES, Slot};
 
@@ -65,6 +66,11 @@ pub(crate) struct ThreadState {
     until_sample: Cell<i64>,
     /// State of the sampling generator (0: not seeded yet).
     rng: Cell<u64>,
+    /// The stack id the current block attributes allocations to (set by
+    /// the block's last `STACK_REF`; 0 at the start of a block).
+    block_stack: Cell<u32>,
+    /// One past the top of this thread's stack (0: not looked up yet).
+    stack_top: Cell<usize>,
 }
 
 thread_local! {
@@ -81,8 +87,11 @@ thread_local! {
             shared_slot: Cell::new(true),
             until_sample: Cell::new(0),
             rng: Cell::new(0),
+            block_stack: Cell::new(0),
+            stack_top: Cell::new(0),
         }
     };
+    static STACKS: stack::Cache = const { stack::Cache::new() };
     static EXIT: ExitNotifier = const { ExitNotifier };
 }
 
@@ -143,55 +152,138 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
 impl ThreadState {
     /// Records a fixed-size event at quantized time `q` (from one of the
     /// `clock::now_q*` functions). The closure builds it from the time.
+    /// `stack` is the thread's stack id of an allocation or reallocation
+    /// (0: none), `None` for other events.
     #[inline(always)]
-    pub(crate) fn record(&self, q: u64, make: impl Fn(u64) -> Record<'static>) -> bool {
+    pub(crate) fn record(
+        &self,
+        q: u64,
+        stack: Option<u32>,
+        make: impl Fn(u64) -> Record<'static>,
+    ) -> bool {
         let q = q.max(self.last_q.get());
         let rec = make(q);
         let mut enc = RecordEncoder::new(self.last_q.get());
         let mut out = [0; MAX_FIXED_WORDS];
         let n = enc.encode(&rec, &mut out);
-        if self.publish_fixed(&out, n) {
+        let stack_change = stack.filter(|&s| s != self.block_stack.get());
+        if self.publish_fixed(stack_change, &out, n) {
             self.last_q.set(enc.last_q());
+            if let Some(s) = stack_change {
+                self.block_stack.set(s);
+            }
             return true;
         }
-        self.record_slow(&rec, q)
+        self.record_slow(&rec, q, stack)
     }
 
     /// [`ThreadState::publish`] for the `n` first words of a fixed-size
-    /// record's encoding, unrolled (a copy of variable length would call
-    /// `memcpy` on every event).
+    /// record's encoding, preceded by a `STACK_REF` to `stack` when given,
+    /// unrolled (a copy of variable length would call `memcpy` on every
+    /// event). The record and its prefix appear together or not at all.
     #[inline(always)]
-    fn publish_fixed(&self, out: &[u64; MAX_FIXED_WORDS], n: usize) -> bool {
+    fn publish_fixed(&self, stack: Option<u32>, out: &[u64; MAX_FIXED_WORDS], n: usize) -> bool {
         let pos = self.pos.get();
         let room = (self.end.get() as usize).wrapping_sub(pos as usize) / WORD_SIZE;
-        if pos.is_null() || n > room || n == 0 {
+        let pre = usize::from(stack.is_some());
+        if pos.is_null() || n + pre > room || n == 0 {
             return false;
         }
-        // SAFETY: as in `publish`: `pos..pos + n` lies in this thread's own
-        // block, and the first word is stored last, with release ordering.
+        let first = match stack {
+            Some(id) => stack_ref(id),
+            None => out[0],
+        };
+        // SAFETY: as in `publish`: `pos..pos + pre + n` lies in this
+        // thread's own block, and the first word is stored last, with
+        // release ordering.
         unsafe {
-            for (i, &w) in out.iter().enumerate().skip(1) {
-                if i < n {
-                    pos.add(i).write(w);
+            for (i, &w) in out.iter().enumerate() {
+                if i < n && i + pre > 0 {
+                    pos.add(i + pre).write(w);
                 }
             }
-            AtomicU64::from_ptr(pos).store(out[0], Ordering::Release);
-            self.pos.set(pos.add(n));
+            AtomicU64::from_ptr(pos).store(first, Ordering::Release);
+            self.pos.set(pos.add(n + pre));
         }
         true
+    }
+
+    /// The thread's id for the stack of the current allocation (0 when
+    /// stacks are off or none could be walked), writing its definition
+    /// the first time.
+    #[inline(always)]
+    pub(crate) fn stack_id(&self) -> u32 {
+        let depth = HOT.stack_depth.load(Ordering::Relaxed) as usize;
+        if depth == 0 {
+            return 0;
+        }
+        self.capture_stack(depth)
+    }
+
+    #[inline(never)]
+    fn capture_stack(&self, depth: usize) -> u32 {
+        let mut top = self.stack_top.get();
+        if top == 0 {
+            top = self.find_stack_top();
+        }
+        let mut buf = stack::buffer();
+        let n = stack::walk(&mut buf, depth, top);
+        if n == 0 {
+            return 0;
+        }
+        buf[0].write(0);
+        // SAFETY: `walk` initialized `buf[1..=n]` and `buf[0]` is written
+        // above; `MaybeUninit<u64>` has the layout of `u64`.
+        let words =
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u64>(), 1 + n) };
+        let h = stack::hash(&words[1..]);
+        STACKS
+            .try_with(|cache| {
+                if let Some(id) = cache.get(h) {
+                    return id;
+                }
+                let id = cache.next_id();
+                words[0] = stack_head(id, n);
+                if self.record_words(words) {
+                    cache.insert(h, id);
+                    id
+                } else {
+                    0
+                }
+            })
+            .unwrap_or(0)
+    }
+
+    #[cold]
+    fn find_stack_top(&self) -> usize {
+        let was_busy = self.busy.replace(true);
+        let top = stack::stack_top();
+        self.busy.set(was_busy);
+        self.stack_top.set(top);
+        top
     }
 
     /// The block is full (or there is none yet): take a new one. Sets the
     /// guard, since registering a thread may allocate.
     #[cold]
     #[inline(never)]
-    fn record_slow(&self, rec: &Record<'_>, q: u64) -> bool {
+    fn record_slow(&self, rec: &Record<'_>, q: u64, stack: Option<u32>) -> bool {
         let was_busy = self.busy.replace(true);
         let ok = if self.new_block(q) {
             let mut enc = RecordEncoder::new(self.last_q.get());
-            let mut out = [0; MAX_FIXED_WORDS];
-            let n = enc.encode(rec, &mut out);
-            let ok = self.publish(&out[..n]);
+            let mut out = [0; MAX_FIXED_WORDS + 1];
+            let stack = stack.filter(|&s| s != 0);
+            let pre = usize::from(stack.is_some());
+            let mut fixed = [0; MAX_FIXED_WORDS];
+            let n = enc.encode(rec, &mut fixed);
+            out[pre..pre + n].copy_from_slice(&fixed[..n]);
+            if let Some(s) = stack {
+                out[0] = stack_ref(s);
+            }
+            let ok = self.publish(&out[..pre + n]);
+            if ok && let Some(s) = stack {
+                self.block_stack.set(s);
+            }
             self.last_q.set(enc.last_q());
             ok
         } else {
@@ -211,17 +303,27 @@ impl ThreadState {
         let Some(n) = enc.encode_into(rec, &mut buf) else {
             return false;
         };
-        if self.publish(&buf[..n]) {
+        self.record_words(&buf[..n])
+    }
+
+    /// Appends the words of one encoded record that carries no time delta
+    /// (an extended record), taking a new block when the current one is
+    /// full. False when it could not be written.
+    fn record_words(&self, words: &[u64]) -> bool {
+        if self.publish(words) {
             return true;
         }
-        if n > block_capacity_words() {
+        if words.len() > block_capacity_words() {
             return false;
         }
-        if !self.new_block(clock::now_q().max(self.last_q.get())) {
+        let was_busy = self.busy.replace(true);
+        let ok = self.new_block(clock::now_q().max(self.last_q.get()));
+        self.busy.set(was_busy);
+        if !ok {
             self.count_dropped();
             return false;
         }
-        self.publish(&buf[..n])
+        self.publish(words)
     }
 
     /// Appends `words` to the current block, first word last; false when
@@ -280,6 +382,7 @@ impl ThreadState {
             self.pos.set(block.add(BLOCK_HEADER_WORDS));
             self.end.set(block.add(block_words));
         }
+        self.block_stack.set(0);
         self.last_q.set(q);
         self.blocks.set(self.blocks.get() + 1);
         if first {

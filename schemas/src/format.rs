@@ -16,7 +16,7 @@ pub const FORMAT_MAJOR: u16 = 1;
 /// The format minor version this crate writes. Readers accept any minor
 /// version of their major version: newer minors only add extended record
 /// subkinds, which older readers skip.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 
 /// Size in bytes of one record word, the unit every record is made of.
 pub const WORD_SIZE: usize = 8;
@@ -100,7 +100,19 @@ pub mod ext {
     pub const END: u16 = 4;
     /// A resident-set-size sample (minor version 1).
     pub const RSS: u16 = 5;
+    /// A call stack: the thread's stack id and its return addresses
+    /// (minor version 2).
+    pub const STACK: u16 = 6;
+    /// The stack of the allocations and reallocations that follow in the
+    /// block (minor version 2).
+    pub const STACK_REF: u16 = 7;
+    /// A loaded module (executable or shared library) and its address range
+    /// (minor version 2).
+    pub const MODULE: u16 = 8;
 }
+
+/// Deepest call stack the recorder captures (frames).
+pub const MAX_STACK_DEPTH: usize = 256;
 
 /// Where timestamps come from ([FORMAT.md § Clock]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +208,9 @@ pub mod header_offset {
     /// `u64` sampling rate in bytes, 0 when every allocation is recorded
     /// (minor version 1; zero in older traces).
     pub const SAMPLE_RATE: usize = 104;
+    /// `u32` deepest call stack captured, in frames; 0 when stacks were not
+    /// captured (minor version 2; zero in older traces).
+    pub const STACK_DEPTH: usize = 112;
 }
 
 /// The file header: what the analyzer needs to interpret every block
@@ -240,6 +255,9 @@ pub struct FileHeader {
     /// Mean bytes between sampled allocations under Poisson sampling by
     /// bytes; 0 when every allocation is recorded.
     pub sample_rate: u64,
+    /// Deepest call stack the recorder captured, in frames; 0 when it
+    /// captured none.
+    pub stack_depth: u32,
     /// Path of the traced program (lossy UTF-8 when decoded).
     pub program: String,
     /// Arguments of the traced program, the program name first.
@@ -323,7 +341,8 @@ impl FileHeader {
         put_u32(out, o::PROGRAM_LEN, self.program.len() as u32);
         put_u32(out, o::ARGS_LEN, args.len() as u32);
         put_u64(out, o::SAMPLE_RATE, self.sample_rate);
-        out[o::SAMPLE_RATE + 8..HEADER_FIXED_LEN].fill(0);
+        put_u32(out, o::STACK_DEPTH, self.stack_depth);
+        out[o::STACK_DEPTH + 4..HEADER_FIXED_LEN].fill(0);
         let p = HEADER_FIXED_LEN;
         out[p..p + self.program.len()].copy_from_slice(self.program.as_bytes());
         let a = p + self.program.len();
@@ -465,6 +484,7 @@ impl FileHeader {
             end_mono_ns: get_u64(bytes, o::END_MONO_NS),
             blocks_used: get_u64(bytes, o::BLOCKS_USED),
             sample_rate: get_u64(bytes, o::SAMPLE_RATE),
+            stack_depth: get_u32(bytes, o::STACK_DEPTH),
             program,
             args,
         })

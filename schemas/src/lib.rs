@@ -52,5 +52,5 @@ pub mod writer;
 pub use crate::error::{DecodeError, DecodeErrorKind};
 pub use crate::format::{BlockHeader, ClockSource, FileHeader, TimeScale};
 pub use crate::reader::{Block, Trace};
-pub use crate::record::{BlockDecoder, Record, RecordEncoder, Totals};
+pub use crate::record::{BlockDecoder, Frames, Record, RecordEncoder, Totals};
 pub use crate::writer::TraceWriter;

@@ -96,6 +96,39 @@ pub enum Record<'a> {
         /// Resident set size in bytes.
         rss_bytes: u64,
     },
+    /// Call stack `id` of the block's thread (minor version 2): return
+    /// addresses, innermost (the allocator's caller) first. Ids are per
+    /// thread, from 1; a thread may define the same stack under several ids.
+    Stack {
+        /// The thread's stack id (not 0).
+        id: u32,
+        /// Return addresses, innermost first.
+        frames: Frames<'a>,
+    },
+    /// The allocations and reallocations that follow in this block, up to
+    /// the next `StackRef`, were made at the thread's stack `id` (0: no
+    /// stack). Every block starts at stack 0 (minor version 2).
+    StackRef {
+        /// The thread's stack id, or 0.
+        id: u32,
+    },
+    /// A module (the executable or a shared library) mapped at
+    /// `start..end` with load bias `bias`: an address `a` in the range is
+    /// `a - bias` in the module file's own address space (minor version 2).
+    Module {
+        /// Quantized timestamp of the module map this entry belongs to.
+        q: u64,
+        /// Lowest address of the module's loaded segments.
+        start: u64,
+        /// One past the highest address of its loaded segments.
+        end: u64,
+        /// Load bias: run-time address minus address in the file.
+        bias: u64,
+        /// Path of the module file, as the loader knows it.
+        path: &'a [u8],
+        /// The GNU build id from the module's notes; empty when it has none.
+        build_id: &'a [u8],
+    },
     /// An extended record of a subkind this reader does not know (written
     /// by a newer minor version); skipped.
     Unknown {
@@ -103,6 +136,76 @@ pub enum Record<'a> {
         subkind: u16,
     },
 }
+
+/// The return addresses of a [`Record::Stack`]: native words when encoding,
+/// little-endian bytes from a file when decoding.
+#[derive(Clone, Copy, Debug)]
+pub enum Frames<'a> {
+    /// Addresses as words.
+    Words(&'a [u64]),
+    /// Addresses as 8-byte little-endian groups (a whole number of them).
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Frames<'a> {
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        match self {
+            Frames::Words(w) => w.len(),
+            Frames::Bytes(b) => b.len() / WORD_SIZE,
+        }
+    }
+
+    /// Whether there are no frames.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The address of frame `i` (0 is the innermost).
+    pub fn get(&self, i: usize) -> Option<u64> {
+        match *self {
+            Frames::Words(w) => w.get(i).copied(),
+            Frames::Bytes(b) => (i < b.len() / WORD_SIZE).then(|| word(b, i)),
+        }
+    }
+
+    /// The addresses, innermost first.
+    pub fn iter(&self) -> FramesIter<'a> {
+        FramesIter { frames: *self, next: 0 }
+    }
+}
+
+/// Iterator over the addresses of [`Frames`], innermost first.
+#[derive(Clone, Debug)]
+pub struct FramesIter<'a> {
+    frames: Frames<'a>,
+    next: usize,
+}
+
+impl Iterator for FramesIter<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        let a = self.frames.get(self.next)?;
+        self.next += 1;
+        Some(a)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.frames.len() - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for FramesIter<'_> {}
+
+impl PartialEq for Frames<'_> {
+    fn eq(&self, other: &Frames<'_>) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Frames<'_> {}
 
 /// The recorder's counts at the end of a trace, carried by [`Record::End`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -226,6 +329,11 @@ impl RecordEncoder {
             Record::ThreadExit { .. } => 2,
             Record::End { .. } => 1 + END_PAYLOAD_WORDS,
             Record::Rss { .. } => 3,
+            Record::Stack { frames, .. } => 1 + frames.len(),
+            Record::StackRef { .. } => 1,
+            Record::Module { path, build_id, .. } => {
+                7 + path.len().div_ceil(WORD_SIZE) + build_id.len().div_ceil(WORD_SIZE)
+            }
             Record::Unknown { .. } => 1,
             _ => MAX_FIXED_WORDS,
         }
@@ -282,11 +390,39 @@ impl RecordEncoder {
                 out[1] = *q;
                 out[2] = *rss_bytes;
             }
+            Record::Stack { id, frames } => {
+                out[0] = stack_head(*id, frames.len());
+                for (o, a) in out[1..n].iter_mut().zip(frames.iter()) {
+                    *o = a;
+                }
+            }
+            Record::StackRef { id } => out[0] = stack_ref(*id),
+            Record::Module { q, start, end, bias, path, build_id } => {
+                out[0] = pack_ext(ext::MODULE, payload_len, 0);
+                out[1..5].copy_from_slice(&[*q, *start, *end, *bias]);
+                let p = 5 + 1 + path.len().div_ceil(WORD_SIZE);
+                put_bytes(path, &mut out[5..p]);
+                put_bytes(build_id, &mut out[p..n]);
+            }
             Record::Unknown { subkind } => out[0] = pack_ext(*subkind, 0, 0),
             _ => unreachable!("fixed-size records are encoded above"),
         }
         Some(n)
     }
+}
+
+/// The first word of a `STACK` record of `depth` frames (at most
+/// [`crate::format::MAX_STACK_DEPTH`]) defining the thread's stack `id`; the
+/// addresses follow, innermost first.
+#[inline(always)]
+pub const fn stack_head(id: u32, depth: usize) -> u64 {
+    pack_ext(ext::STACK, depth as u16, id)
+}
+
+/// The one word of a `STACK_REF` record naming the thread's stack `id`.
+#[inline(always)]
+pub const fn stack_ref(id: u32) -> u64 {
+    pack_ext(ext::STACK_REF, 0, id)
 }
 
 /// Writes a string payload into `out`: its byte length, then the bytes
@@ -573,6 +709,35 @@ impl<'a> BlockDecoder<'a> {
                 }
                 let w = |i| word(self.bytes, payload.start + i);
                 Ok(Record::Rss { q: w(0), rss_bytes: w(1) })
+            }
+            ext::STACK => {
+                if value == 0 {
+                    self.failed = true;
+                    return Err(DecodeError::new(
+                        self.offset + (start * WORD_SIZE) as u64,
+                        DecodeErrorKind::BadExtendedRecord { subkind, reason: "stack id 0".into() },
+                    ));
+                }
+                let bytes: &'a [u8] = self.bytes;
+                let frames = &bytes[payload.start * WORD_SIZE..payload.end * WORD_SIZE];
+                Ok(Record::Stack { id: value, frames: Frames::Bytes(frames) })
+            }
+            ext::STACK_REF => Ok(Record::StackRef { id: value }),
+            ext::MODULE => {
+                if len < 6 {
+                    return Err(too_short(self, 6));
+                }
+                let w = |i| word(self.bytes, payload.start + i);
+                let (q, start_address, end, bias) = (w(0), w(1), w(2), w(3));
+                let path_at = payload.start + 4;
+                let path_len = word(self.bytes, path_at).min(len as u64 * WORD_SIZE as u64);
+                let build_id_at = path_at + 1 + (path_len as usize).div_ceil(WORD_SIZE);
+                if build_id_at >= payload.end {
+                    return Err(too_short(self, build_id_at + 1 - payload.start));
+                }
+                let path = self.payload_bytes(start, subkind, path_at..build_id_at)?;
+                let build_id = self.payload_bytes(start, subkind, build_id_at..payload.end)?;
+                Ok(Record::Module { q, start: start_address, end, bias, path, build_id })
             }
             _ => Ok(Record::Unknown { subkind }),
         }

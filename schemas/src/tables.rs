@@ -207,7 +207,7 @@ pub const ALLOCATIONS: Table = Table {
             DictUtf8,
             true,
             None,
-            "Type of the value in the block, from track_var! (carried along the block's reallocation chain); NULL when untagged.",
+            "Type of the value in the block: from track_var! (carried along the block's reallocation chain), else from the generic frames of its stack (see type_source); NULL when unknown.",
         ),
         col(
             "var_name",
@@ -243,6 +243,138 @@ pub const ALLOCATIONS: Table = Table {
             false,
             None,
             "Allocations this row stands for: 1 without sampling; under sampling (trace.sample_rate_bytes > 0) the inverse of the probability that it was recorded, 1 / (1 - exp(-size / rate)), so that SUM(weight) and SUM(size * weight) estimate counts and bytes.",
+        ),
+        col(
+            "stack_id",
+            UInt32,
+            true,
+            None,
+            "Call stack of the allocating call (join with stacks.stack_id); NULL when stacks were not recorded or could not be walked.",
+        ),
+        col(
+            "call_site",
+            DictUtf8,
+            true,
+            None,
+            "The first frame of the stack outside the allocator, the standard library (alloc, core, std, hashbrown) and memscope: the program's function that allocated, or module+0xoffset when it could not be symbolized; NULL without a stack.",
+        ),
+        col(
+            "call_site_file",
+            DictUtf8,
+            true,
+            None,
+            "Source file of the call_site frame's call; NULL without debug information.",
+        ),
+        col(
+            "call_site_line",
+            UInt32,
+            true,
+            None,
+            "Source line of the call_site frame's call; NULL without debug information.",
+        ),
+        col(
+            "type_source",
+            DictUtf8,
+            false,
+            None,
+            "Where type_name comes from: 'tag' (track_var!), 'frame' (a generic frame of the stack, such as Vec<myapp::Order>::push, when the program was built with -C symbol-mangling-version=v0) or 'unknown'.",
+        ),
+    ],
+};
+
+/// `stacks`: one row per frame of each distinct call stack.
+pub const STACKS: Table = Table {
+    name: "stacks",
+    doc: "One row per frame of each distinct call stack, innermost (the allocator) first. An inlined function is a frame of its own, before the function it was inlined into.",
+    columns: &[
+        col("stack_id", UInt32, false, None, "Stack id, from 1 (allocations.stack_id)."),
+        col("depth", UInt32, false, None, "Position in the stack: 0 is the innermost frame."),
+        col("frame_id", UInt32, false, None, "The frame (join with frames.frame_id)."),
+    ],
+};
+
+/// `frames`: one row per symbolized frame.
+pub const FRAMES: Table = Table {
+    name: "frames",
+    doc: "One row per distinct frame: a return address, or a function inlined at it. Symbolized offline from the module files (DWARF, else the symbol table).",
+    columns: &[
+        col("frame_id", UInt32, false, None, "Frame id, from 0."),
+        col(
+            "address",
+            UInt64,
+            false,
+            None,
+            "Return address as recorded (the instruction after the call), in the traced process.",
+        ),
+        col(
+            "module_id",
+            UInt32,
+            true,
+            None,
+            "Module containing the address (join with modules.module_id); NULL when none does.",
+        ),
+        col(
+            "module_offset",
+            UInt64,
+            true,
+            None,
+            "The address in the module file (address - modules.load_bias), for symbolizing elsewhere; NULL without a module.",
+        ),
+        col(
+            "function",
+            Utf8,
+            true,
+            None,
+            "Demangled function name, without hashes; NULL when the module could not be symbolized.",
+        ),
+        col("file", Utf8, true, None, "Source file of the call; NULL without debug information."),
+        col("line", UInt32, true, None, "Source line of the call; NULL without debug information."),
+        col(
+            "inlined",
+            Boolean,
+            false,
+            None,
+            "Whether this function was inlined into the next frame of the stack (same address).",
+        ),
+        col(
+            "name",
+            Utf8,
+            false,
+            None,
+            "function, or module+0xoffset (or the bare address) when it is NULL: a label that is never NULL.",
+        ),
+    ],
+};
+
+/// `modules`: one row per loaded module.
+pub const MODULES: Table = Table {
+    name: "modules",
+    doc: "One row per module (the executable and each shared library) mapped in the traced process, from the module map the recorder writes at start and whenever a library is loaded or unloaded.",
+    columns: &[
+        col("module_id", UInt32, false, None, "Module id, from 0."),
+        col("path", Utf8, false, None, "Path of the module file in the traced process."),
+        col(
+            "build_id",
+            Utf8,
+            true,
+            None,
+            "GNU build id, lowercase hex, to find the matching file or debug info elsewhere; NULL when the module has none.",
+        ),
+        col("start_address", UInt64, false, None, "Lowest address of its loaded segments."),
+        col(
+            "end_address",
+            UInt64,
+            false,
+            None,
+            "One past the highest address of its loaded segments.",
+        ),
+        col("load_bias", UInt64, false, None, "Run-time address minus address in the file."),
+        col(
+            "symbols",
+            Utf8,
+            false,
+            None,
+            "What the analyzer symbolized its frames from: 'dwarf', 'symbol_table' or 'none' (file missing, unreadable or stripped, or no frame in it).",
         ),
     ],
 };
@@ -366,7 +498,8 @@ pub const RSS: Table = Table {
 };
 
 /// Every table, in the order `tables` lists them.
-pub const TABLES: [&Table; 5] = [&ALLOCATIONS, &EVENTS, &RSS, &THREADS, &TRACE];
+pub const TABLES: [&Table; 8] =
+    [&ALLOCATIONS, &EVENTS, &FRAMES, &MODULES, &RSS, &STACKS, &THREADS, &TRACE];
 
 impl Table {
     /// The table with this name, if any.

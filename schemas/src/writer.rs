@@ -34,6 +34,7 @@ pub fn synthetic_header(block_len: u32) -> FileHeader {
         end_mono_ns: 0,
         blocks_used: 0,
         sample_rate: 0,
+        stack_depth: 0,
         program: "synthetic".into(),
         args: vec!["synthetic".into()],
     }
@@ -85,6 +86,8 @@ impl TraceWriter {
 
     /// Appends `record` to the stream of thread `thread_id` (OS id
     /// `os_tid`). Timed records must not go back in time within a thread.
+    /// A [`Record::StackRef`] applies only within its block: when a block
+    /// fills up, the next one starts at stack 0 again.
     ///
     /// # Panics
     ///
@@ -165,7 +168,11 @@ fn record_q(record: &Record<'_>) -> Option<u64> {
         | Record::ThreadName { q, .. }
         | Record::ThreadExit { q }
         | Record::End { q, .. }
-        | Record::Rss { q, .. } => Some(q),
-        Record::String { .. } | Record::Unknown { .. } => None,
+        | Record::Rss { q, .. }
+        | Record::Module { q, .. } => Some(q),
+        Record::String { .. }
+        | Record::Stack { .. }
+        | Record::StackRef { .. }
+        | Record::Unknown { .. } => None,
     }
 }

@@ -8,7 +8,8 @@ use memscope_schema::format::{
 use memscope_schema::record::MAX_FIXED_WORDS;
 use memscope_schema::writer::synthetic_header;
 use memscope_schema::{
-    BlockDecoder, DecodeErrorKind, FileHeader, Record, RecordEncoder, Totals, Trace, TraceWriter,
+    BlockDecoder, DecodeErrorKind, FileHeader, Frames, Record, RecordEncoder, Totals, Trace,
+    TraceWriter,
 };
 use proptest::prelude::*;
 
@@ -140,6 +141,23 @@ fn every_record_kind_round_trips() {
             zeroed: false,
         },
         Record::Free { q: 5_000_000, address: 0xffff_8000_0000_0040 },
+        Record::Stack {
+            id: 1,
+            frames: Frames::Words(&[0x5555_0000_1234, 0x5555_0000_5678, u64::MAX]),
+        },
+        Record::Stack { id: 2, frames: Frames::Words(&[]) },
+        Record::StackRef { id: 1 },
+        Record::Alloc { q: 5_000_000, address: 0x10, size: 8, align: 8, zeroed: false },
+        Record::StackRef { id: 0 },
+        Record::Module {
+            q: 5_000_000,
+            start: 0x5555_0000_0000,
+            end: 0x5555_0010_0000,
+            bias: 0x5555_0000_0000,
+            path: b"/usr/lib/x86_64-linux-gnu/libc.so.6",
+            build_id: &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5],
+        },
+        Record::Module { q: 5_000_000, start: 1, end: 2, bias: 0, path: b"", build_id: b"" },
         Record::ThreadExit { q: 5_000_001 },
         Record::End {
             q: 5_000_002,
@@ -320,6 +338,24 @@ fn arb_record() -> impl Strategy<Value = Record<'static>> {
             prop::sample::select(vec!["", "a", "alloc::vec::Vec<u8>", "exactly8", "ünïcödé name"])
         )
             .prop_map(|(id, s)| Record::String { id, bytes: s.as_bytes() }),
+        (1u32..1000, prop::collection::vec(any::<u64>(), 0..70)).prop_map(|(id, frames)| {
+            Record::Stack { id, frames: Frames::Words(Vec::leak(frames)) }
+        }),
+        (0u32..1000).prop_map(|id| Record::StackRef { id }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..300),
+            prop::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(start, bias, path, build_id)| Record::Module {
+                q: 0,
+                start,
+                end: start.wrapping_add(4096),
+                bias,
+                path: Vec::leak(path),
+                build_id: Vec::leak(build_id),
+            }),
     ]
 }
 
@@ -334,6 +370,9 @@ fn with_q(r: Record<'static>, q: u64) -> Record<'static> {
         }
         Record::Tag { address, type_name, var_name, .. } => {
             Record::Tag { q, address, type_name, var_name }
+        }
+        Record::Module { start, end, bias, path, build_id, .. } => {
+            Record::Module { q, start, end, bias, path, build_id }
         }
         other => other,
     }

@@ -2,7 +2,10 @@
 //! deallocation through `TrackingAllocator<System>` (recording to a file)
 //! against the same calls on `System` directly.
 //!
-//! Run: `cargo bench -p memscope-allocbench --bench hot_path`
+//! Run: `cargo bench -p memscope-allocbench --bench hot_path` (with 64-frame
+//! stacks, the default), and again with `MEMSCOPE_STACKS=0` for the hot path
+//! without stacks; the group name says which (`recorder_stacks64`,
+//! `recorder_stacks0`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -16,9 +19,10 @@ static GLOBAL: TrackingAllocator<System> = TrackingAllocator::new(System);
 
 fn hot_path(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    memscope_recorder::init_with(Config::default().path(dir.path().join("hot_path.trace")))
-        .unwrap();
-    let mut g = c.benchmark_group("recorder");
+    let config = Config::from_env().path(dir.path().join("hot_path.trace"));
+    let group = format!("recorder_stacks{}", config.stack_depth);
+    memscope_recorder::init_with(config).unwrap();
+    let mut g = c.benchmark_group(group);
     g.measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(2));
     for size in [64usize, 4096] {

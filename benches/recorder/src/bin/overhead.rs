@@ -4,7 +4,8 @@
 //!
 //! Whole-process wall time (start-up, file growth, page faults and the
 //! flush at exit included) is measured for each run. Runs alternate
-//! System, memscope, dhat, System, … so that drift on a shared machine
+//! System, memscope without stacks, memscope with 64-frame stacks, heaptrack,
+//! dhat, System, … so that drift on a shared machine
 //! hits all variants alike; a tracker's ratio is the median over runs of
 //! its time divided by the System run of the same round, and the time it
 //! adds per event is `(ratio - 1) × median System time / events`. CPU time
@@ -81,7 +82,14 @@ enum Launch<'a> {
     Heaptrack(&'a Path),
 }
 
-fn run(launch: Launch<'_>, threads: usize, allocs: usize, mix: &str, out: &Path) -> Sample {
+fn run(
+    launch: Launch<'_>,
+    env: &[(&str, &str)],
+    threads: usize,
+    allocs: usize,
+    mix: &str,
+    out: &Path,
+) -> Sample {
     let _ = std::fs::remove_file(out);
     let args = ["--threads", &threads.to_string(), "--allocs", &allocs.to_string(), "--mix", mix];
     let (mut cmd, bin) = match launch {
@@ -96,6 +104,7 @@ fn run(launch: Launch<'_>, threads: usize, allocs: usize, mix: &str, out: &Path)
             (c, bin)
         }
     };
+    cmd.envs(env.iter().copied());
     let cpu_before = children_cpu_ns();
     let start = Instant::now();
     let output = cmd.output().unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
@@ -192,37 +201,64 @@ fn main() {
     println!();
     println!(
         "| mix | threads | events | System ns/event | memscope +ns (cpu) | ÷ System | B/event \
+         | memscope + stacks +ns (cpu) | ÷ System | B/event \
          | heaptrack +ns (cpu) | ÷ System | B/event | dhat-rs +ns (cpu) | ÷ System | B/event |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mix in ["small", "default"] {
         for threads in [1usize, 2] {
             let allocs = args.allocs / threads;
-            let (mut system, mut memscope, mut heaptrack, mut dhat) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut system, mut memscope, mut stacks, mut heaptrack, mut dhat) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let trace = args.out_dir.join(format!("memscope-{mix}-{threads}t.trace"));
+            let stacks_trace = args.out_dir.join(format!("memscope-stacks-{mix}-{threads}t.trace"));
             let ht_out = args.out_dir.join(format!("heaptrack-{mix}-{threads}t"));
             let dhat_out = args.out_dir.join(format!("dhat-{mix}-{threads}t.json"));
             // Round 0 warms the page cache and is not counted.
             for round in 0..=args.runs {
                 let s = run(
                     Launch::Direct(&bin("allocbench-system")),
+                    &[],
                     threads,
                     allocs,
                     mix,
                     &args.out_dir.join("none"),
                 );
-                let m =
-                    run(Launch::Direct(&bin("allocbench-memscope")), threads, allocs, mix, &trace);
+                let memscope_bin = bin("allocbench-memscope");
+                let m = run(
+                    Launch::Direct(&memscope_bin),
+                    &[("MEMSCOPE_STACKS", "0")],
+                    threads,
+                    allocs,
+                    mix,
+                    &trace,
+                );
+                let st = run(
+                    Launch::Direct(&memscope_bin),
+                    &[("MEMSCOPE_STACKS", "64")],
+                    threads,
+                    allocs,
+                    mix,
+                    &stacks_trace,
+                );
                 let h = (round <= heaptrack_runs).then(|| {
-                    run(Launch::Heaptrack(&bin("allocbench-system")), threads, allocs, mix, &ht_out)
+                    let system_bin = bin("allocbench-system");
+                    run(Launch::Heaptrack(&system_bin), &[], threads, allocs, mix, &ht_out)
                 });
                 let d = (round <= args.dhat_runs).then(|| {
-                    run(Launch::Direct(&bin("allocbench-dhat")), threads, allocs, mix, &dhat_out)
+                    run(
+                        Launch::Direct(&bin("allocbench-dhat")),
+                        &[],
+                        threads,
+                        allocs,
+                        mix,
+                        &dhat_out,
+                    )
                 });
                 if round > 0 {
                     system.push(s);
                     memscope.push(m);
+                    stacks.push(st);
                     heaptrack.extend(h);
                     dhat.extend(d);
                 }
@@ -230,8 +266,9 @@ fn main() {
             let events = system[0].events;
             let base_ns = median(system.iter().map(|s| s.wall_ns).collect()) / events as f64;
             println!(
-                "| {mix} | {threads} | {events} | {base_ns:.1} | {} | {} | {} |",
+                "| {mix} | {threads} | {events} | {base_ns:.1} | {} | {} | {} | {} |",
                 cells(&system, &memscope, output_bytes(&trace)),
+                cells(&system, &stacks, output_bytes(&stacks_trace)),
                 cells(&system, &heaptrack, output_bytes(&ht_out)),
                 cells(&system, &dhat, output_bytes(&dhat_out)),
             );

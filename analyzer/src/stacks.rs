@@ -1,0 +1,545 @@
+//! Call stacks: trace-wide stack ids, offline symbolization of their frames,
+//! and what the analysis derives from them (the call site and the type of
+//! an allocation).
+//!
+//! The recorder writes each thread's stacks under the thread's own ids;
+//! [`intern`] gives every distinct stack one trace-wide id. [`Stacks`] then
+//! resolves each return address against the module map recorded with the
+//! trace: function, source file and line, with inlined functions as frames
+//! of their own (addr2line over the module's DWARF, or its symbol table
+//! when it has no debug information). An address whose module cannot be
+//! read stays a `module+0xoffset` frame; symbolization never fails.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::decode::{BlockEvents, ModuleRecord};
+
+/// Gives every distinct stack of the trace one id, from 1, and rewrites the
+/// blocks' per-event stack ids (the threads' own) to those ids. A reference
+/// to a stack the thread never defined becomes 0. Returns the stacks'
+/// return addresses, index `id - 1`.
+pub fn intern(blocks: &mut [BlockEvents]) -> Vec<Vec<u64>> {
+    let mut ids: FxHashMap<&[u64], u32> = FxHashMap::default();
+    let mut of_thread: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+    let mut stacks: Vec<Vec<u64>> = Vec::new();
+    for b in blocks.iter() {
+        for (local, frames) in &b.stacks {
+            let id = *ids.entry(frames.as_slice()).or_insert_with(|| {
+                stacks.push(frames.clone());
+                stacks.len() as u32
+            });
+            of_thread.insert((b.thread_id, *local), id);
+        }
+    }
+    drop(ids);
+    for b in blocks.iter_mut() {
+        let thread = b.thread_id;
+        for s in b.stack.iter_mut().filter(|s| **s != 0) {
+            *s = of_thread.get(&(thread, *s)).copied().unwrap_or(0);
+        }
+    }
+    stacks
+}
+
+/// Where a frame's name came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolSource {
+    /// The module's DWARF debug information (function, file, line, inlining).
+    Dwarf,
+    /// The module's symbol table (function only).
+    SymbolTable,
+    /// Nothing could be read: the module is missing, unreadable or stripped.
+    None,
+}
+
+impl SymbolSource {
+    /// The name used in `modules.symbols`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SymbolSource::Dwarf => "dwarf",
+            SymbolSource::SymbolTable => "symbol_table",
+            SymbolSource::None => "none",
+        }
+    }
+}
+
+/// A module of the traced process (the executable or a shared library).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Row id, from 0.
+    pub module_id: u32,
+    /// Path of the module file when recorded.
+    pub path: String,
+    /// GNU build id as lowercase hex; `None` when the module has none.
+    pub build_id: Option<String>,
+    /// Lowest loaded address.
+    pub start: u64,
+    /// One past the highest loaded address.
+    pub end: u64,
+    /// Run-time address minus address in the file.
+    pub bias: u64,
+    /// The best source of names the analyzer found for it.
+    pub symbols: SymbolSource,
+}
+
+/// One frame of a stack: a return address, or a function inlined at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Row id, from 0.
+    pub frame_id: u32,
+    /// The return address as recorded (the instruction after the call).
+    pub address: u64,
+    /// The module containing it, if any.
+    pub module_id: Option<u32>,
+    /// `address - bias` of that module: the address in the module file.
+    pub module_offset: Option<u64>,
+    /// Demangled function name (Rust names without hashes).
+    pub function: Option<String>,
+    /// Source file of the call.
+    pub file: Option<String>,
+    /// Source line of the call.
+    pub line: Option<u32>,
+    /// Whether this function was inlined into the next frame of the stack
+    /// (the next frame has the same address).
+    pub inlined: bool,
+    /// The function name, or `module+0xoffset` (or the bare address)
+    /// when no name is known.
+    pub name: String,
+}
+
+/// What an allocation's type name was taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeSource {
+    /// A `track_var!` tag.
+    Tag,
+    /// A generic frame of the stack, such as `Vec<myapp::Order>::push`.
+    Frame,
+    /// Neither.
+    Unknown,
+}
+
+impl TypeSource {
+    /// The name used in `allocations.type_source`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TypeSource::Tag => "tag",
+            TypeSource::Frame => "frame",
+            TypeSource::Unknown => "unknown",
+        }
+    }
+}
+
+/// Every stack of a trace with its symbolized frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stacks {
+    /// Modules, by `module_id`.
+    pub modules: Vec<Module>,
+    /// Frames, by `frame_id`.
+    pub frames: Vec<Frame>,
+    /// For stack id `i + 1`: its frame ids, innermost (the allocator) first.
+    pub stacks: Vec<Vec<u32>>,
+    /// For stack id `i + 1`: the frame id of its call site, the first frame
+    /// outside the allocator and the standard library (see
+    /// [`is_allocator_frame`]).
+    pub call_site: Vec<Option<u32>>,
+    /// For stack id `i + 1`: the type allocated, from its outermost generic
+    /// container frame below the call site (see [`type_of_frame`]).
+    pub frame_type: Vec<Option<String>>,
+}
+
+impl Stacks {
+    /// Symbolizes the return addresses of `raw` (stack id `i + 1` at index
+    /// `i`) against the recorded module map. Each module file is opened
+    /// once, and modules are symbolized in parallel.
+    pub fn symbolize(raw: Vec<Vec<u64>>, records: Vec<ModuleRecord>) -> Stacks {
+        if raw.is_empty() {
+            return Stacks::default();
+        }
+        let mut records = records;
+        // The latest map wins where entries overlap (a library unloaded and
+        // another loaded in its place).
+        records.sort_by(|a, b| {
+            (a.start, std::cmp::Reverse(a.q)).cmp(&(b.start, std::cmp::Reverse(b.q)))
+        });
+        records.dedup_by(|later, first| later.start == first.start);
+        let mut modules: Vec<Module> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Module {
+                module_id: i as u32,
+                path: r.path.clone(),
+                build_id: (!r.build_id.is_empty()).then(|| hex(&r.build_id)),
+                start: r.start,
+                end: r.end,
+                bias: r.bias,
+                symbols: SymbolSource::None,
+            })
+            .collect();
+
+        let mut addresses: Vec<u64> = raw.iter().flatten().copied().collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut by_module: Vec<Vec<u64>> = vec![Vec::new(); modules.len()];
+        let mut outside: Vec<u64> = Vec::new();
+        for &a in &addresses {
+            match module_of(&modules, a) {
+                Some(m) => by_module[m].push(a),
+                None => outside.push(a),
+            }
+        }
+        let resolved: Vec<ModuleSymbols> = modules
+            .par_iter()
+            .zip(by_module.par_iter())
+            .map(|(m, addrs)| symbolize_module(m, addrs))
+            .collect();
+
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut frames_of: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        for (m, (source, addrs)) in resolved.into_iter().enumerate() {
+            modules[m].symbols = source;
+            let module = &modules[m];
+            for (address, symbols) in addrs {
+                let offset = address.wrapping_sub(module.bias);
+                let ids = push_frames(&mut frames, address, Some(module), offset, symbols);
+                frames_of.insert(address, ids);
+            }
+        }
+        for a in outside {
+            let ids = push_frames(&mut frames, a, None, 0, Vec::new());
+            frames_of.insert(a, ids);
+        }
+
+        let stacks: Vec<Vec<u32>> = raw
+            .iter()
+            .map(|s| s.iter().flat_map(|a| frames_of[a].iter().copied()).collect())
+            .collect();
+        let call_site = stacks.iter().map(|s| call_site(&frames, s)).collect();
+        let frame_type = stacks.iter().map(|s| frame_type(&frames, s)).collect();
+        Stacks { modules, frames, stacks, call_site, frame_type }
+    }
+
+    /// The frame ids of stack `id` (trace-wide, from 1), innermost first;
+    /// empty for 0 or an unknown id.
+    pub fn frames_of(&self, id: u32) -> &[u32] {
+        id.checked_sub(1).and_then(|i| self.stacks.get(i as usize)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The call-site frame of stack `id`, if any.
+    pub fn call_site_of(&self, id: u32) -> Option<&Frame> {
+        let i = id.checked_sub(1)? as usize;
+        self.call_site.get(i).copied().flatten().map(|f| &self.frames[f as usize])
+    }
+
+    /// The type derived from the frames of stack `id`, if any.
+    pub fn type_of(&self, id: u32) -> Option<&str> {
+        let i = id.checked_sub(1)? as usize;
+        self.frame_type.get(i).and_then(Option::as_deref)
+    }
+}
+
+/// What addr2line said about one address: one entry per function, the
+/// innermost inlined one first.
+#[derive(Clone, Debug, Default)]
+struct Symbol {
+    function: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+/// The symbols of one module's addresses, and where they came from.
+type ModuleSymbols = (SymbolSource, Vec<(u64, Vec<Symbol>)>);
+
+/// Index of the module containing `address` (modules are sorted by start).
+fn module_of(modules: &[Module], address: u64) -> Option<usize> {
+    let i = modules.partition_point(|m| m.start <= address).checked_sub(1)?;
+    (address < modules[i].end).then_some(i)
+}
+
+/// Symbolizes the addresses of one module, in their order.
+fn symbolize_module(module: &Module, addrs: &[u64]) -> ModuleSymbols {
+    let unresolved = || addrs.iter().map(|&a| (a, Vec::new())).collect();
+    if addrs.is_empty() || !Path::new(&module.path).is_file() {
+        return (SymbolSource::None, unresolved());
+    }
+    let Ok(loader) = addr2line::Loader::new(&module.path) else {
+        return (SymbolSource::None, unresolved());
+    };
+    let mut best = SymbolSource::None;
+    let out = addrs
+        .iter()
+        .map(|&a| {
+            // A return address points after the call: look up the call.
+            let probe = a.wrapping_sub(module.bias).wrapping_sub(1);
+            let mut symbols = Vec::new();
+            if let Ok(mut it) = loader.find_frames(probe) {
+                while let Ok(Some(f)) = it.next() {
+                    let function =
+                        f.function.as_ref().and_then(|n| n.demangle().ok()).map(|n| n.into_owned());
+                    let (file, line) =
+                        f.location.map_or((None, None), |l| (l.file.map(str::to_owned), l.line));
+                    symbols.push(Symbol { function, file, line });
+                }
+            }
+            if symbols.iter().any(|s| s.function.is_some()) {
+                best = SymbolSource::Dwarf;
+                // Line-tables-only DWARF names functions without their path
+                // (`push<Order>`); the symbol table has the full name of the
+                // function the address is in (the last, outermost frame).
+                if let Some(last) = symbols.last_mut()
+                    && last.function.as_deref().is_none_or(|f| !f.contains("::"))
+                    && let Some(name) = loader.find_symbol(probe)
+                {
+                    last.function = Some(addr2line::demangle_auto(name.into(), None).into_owned());
+                }
+            } else if let Some(name) = loader.find_symbol(probe) {
+                let name = addr2line::demangle_auto(name.into(), None).into_owned();
+                let (file, line) =
+                    symbols.first().map_or((None, None), |s| (s.file.clone(), s.line));
+                symbols = vec![Symbol { function: Some(name), file, line }];
+                if best == SymbolSource::None {
+                    best = SymbolSource::SymbolTable;
+                }
+            }
+            (a, symbols)
+        })
+        .collect();
+    (best, out)
+}
+
+/// Appends the frames of one return address (one per inlined function, the
+/// innermost first) and returns their ids.
+fn push_frames(
+    frames: &mut Vec<Frame>,
+    address: u64,
+    module: Option<&Module>,
+    offset: u64,
+    symbols: Vec<Symbol>,
+) -> Vec<u32> {
+    let label = || match module {
+        Some(m) => format!("{}+{offset:#x}", basename(&m.path)),
+        None => format!("{address:#x}"),
+    };
+    let symbols = if symbols.is_empty() { vec![Symbol::default()] } else { symbols };
+    let last = symbols.len() - 1;
+    symbols
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let id = frames.len() as u32;
+            let name = s.function.clone().unwrap_or_else(label);
+            frames.push(Frame {
+                frame_id: id,
+                address,
+                module_id: module.map(|m| m.module_id),
+                module_offset: module.map(|_| offset),
+                function: s.function,
+                file: s.file,
+                line: s.line,
+                inlined: i < last,
+                name,
+            });
+            id
+        })
+        .collect()
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Crates whose frames are the allocator's, not the program's.
+const ALLOCATOR_CRATES: [&str; 7] =
+    ["alloc::", "core::", "std::", "hashbrown::", "memscope_recorder::", "__rustc::", "__rust"];
+
+/// Whether the frame named `function` belongs to the allocation machinery
+/// rather than to the program: the standard library (`alloc`, `core`,
+/// `std` and `hashbrown`, which implements `std`'s maps), the allocator
+/// shims and memscope's recorder. A trait method is the allocator's when
+/// both the trait and the type it is implemented for are
+/// (`<alloc::vec::Vec<u8> as core::clone::Clone>::clone`, `<&str as
+/// alloc::string::ToString>::to_string`), and the program's when the type
+/// is the program's (`<myapp::Order as core::clone::Clone>::clone`).
+pub fn is_allocator_frame(function: &str) -> bool {
+    let f = function.strip_prefix('<').unwrap_or(function);
+    let self_type = match split_qualified(f) {
+        Some((self_type, _)) => self_type,
+        None => f,
+    };
+    let t = self_type.trim_start_matches(['&', '*', '[', '(', ' ']);
+    let t = t.strip_prefix("mut ").or_else(|| t.strip_prefix("const ")).unwrap_or(t);
+    let t = t.strip_prefix("dyn ").unwrap_or(t);
+    ALLOCATOR_CRATES.iter().any(|c| t.starts_with(c))
+        || PRIMITIVES.iter().any(|p| {
+            t.starts_with(p) && !t[p.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+        || function.starts_with("__rdl_")
+        || function.starts_with("__rg_")
+        || function.starts_with("_rust")
+}
+
+const PRIMITIVES: [&str; 17] = [
+    "str", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+    "i128", "isize", "f32", "f64",
+];
+
+/// Splits `A as B>::m` (the part after `<`) into `A` and `B`, minding
+/// nested angle brackets.
+fn split_qualified(f: &str) -> Option<(&str, &str)> {
+    let mut depth = 0i32;
+    for (i, c) in f.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth == 0 => return None,
+            '>' => depth -= 1,
+            ' ' if depth == 0 && f[i..].starts_with(" as ") => return Some((&f[..i], &f[i + 4..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The first frame of `stack` that is not the allocator's.
+fn call_site(frames: &[Frame], stack: &[u32]) -> Option<u32> {
+    stack
+        .iter()
+        .copied()
+        .find(|&f| frames[f as usize].function.as_deref().is_none_or(|n| !is_allocator_frame(n)))
+}
+
+/// The type of the outermost container frame below the call site.
+fn frame_type(frames: &[Frame], stack: &[u32]) -> Option<String> {
+    let mut found = None;
+    for &f in stack {
+        let Some(name) = frames[f as usize].function.as_deref() else {
+            break;
+        };
+        if !is_allocator_frame(name) {
+            break;
+        }
+        if let Some(t) = type_of_frame(name) {
+            found = Some(t);
+        }
+    }
+    found
+}
+
+/// Containers whose generic frames name the type they allocate for, and the
+/// name given to it (`RawVec` is the buffer behind `Vec`).
+const CONTAINERS: [(&str, &str); 13] = [
+    ("alloc::vec::Vec<", "alloc::vec::Vec<"),
+    ("alloc::raw_vec::RawVec<", "alloc::vec::Vec<"),
+    ("alloc::collections::vec_deque::VecDeque<", "alloc::collections::vec_deque::VecDeque<"),
+    (
+        "alloc::collections::binary_heap::BinaryHeap<",
+        "alloc::collections::binary_heap::BinaryHeap<",
+    ),
+    ("alloc::collections::btree::map::BTreeMap<", "alloc::collections::btree::map::BTreeMap<"),
+    ("alloc::collections::btree::set::BTreeSet<", "alloc::collections::btree::set::BTreeSet<"),
+    ("alloc::boxed::Box<", "alloc::boxed::Box<"),
+    ("alloc::rc::Rc<", "alloc::rc::Rc<"),
+    ("alloc::sync::Arc<", "alloc::sync::Arc<"),
+    ("std::collections::hash::map::HashMap<", "std::collections::hash::map::HashMap<"),
+    ("std::collections::hash::set::HashSet<", "std::collections::hash::set::HashSet<"),
+    ("hashbrown::raw::RawTable<", "hashbrown::raw::RawTable<"),
+    ("alloc::string::String", "alloc::string::String"),
+];
+
+/// Default type arguments left out of derived type names.
+const DEFAULT_ARGS: [&str; 2] = [", alloc::alloc::Global", ", std::hash::random::RandomState"];
+
+/// The type a generic container frame allocates for: from
+/// `<alloc::raw_vec::RawVec<myapp::Order>>::grow_one` (a v0-mangled
+/// symbol, demangled) `alloc::vec::Vec<myapp::Order>`. `None` for other
+/// frames and for generic parameters that were not substituted (`T`).
+pub fn type_of_frame(function: &str) -> Option<String> {
+    let f = function.strip_prefix('<').unwrap_or(function);
+    let (prefix, name) = CONTAINERS.iter().find(|(p, _)| f.starts_with(p))?;
+    if !prefix.ends_with('<') {
+        let rest = &f[prefix.len()..];
+        return (!rest.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+            .then(|| name.to_string());
+    }
+    let args_start = prefix.len();
+    let mut depth = 1;
+    let mut end = None;
+    for (i, c) in f[args_start..].char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = Some(args_start + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut args = f[args_start..end?].to_string();
+    for d in DEFAULT_ARGS {
+        args = args.replace(d, "");
+    }
+    if args
+        .split([',', ' ', '<', '>'])
+        .any(|a| a.len() == 1 && a.chars().all(|c| c.is_ascii_uppercase()))
+    {
+        return None;
+    }
+    Some(format!("{name}{args}>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_frames() {
+        for f in [
+            "<alloc::raw_vec::RawVec<u8>>::grow_one",
+            "alloc::alloc::exchange_malloc",
+            "<memscope_recorder::alloc::TrackingAllocator<std::alloc::System> as core::alloc::global::GlobalAlloc>::alloc",
+            "__rustc::__rust_alloc",
+            "<&str as alloc::string::ToString>::to_string",
+            "<[u8] as alloc::borrow::ToOwned>::to_owned",
+            "hashbrown::raw::RawTableInner::fallible_with_capacity",
+        ] {
+            assert!(is_allocator_frame(f), "{f}");
+        }
+        for f in [
+            "myapp::orders::load",
+            "<myapp::Order as core::clone::Clone>::clone",
+            "<strategy::Plan as core::default::Default>::default",
+            "u8x::pack",
+        ] {
+            assert!(!is_allocator_frame(f), "{f}");
+        }
+    }
+
+    #[test]
+    fn types_from_frames() {
+        let t = |f| type_of_frame(f);
+        assert_eq!(
+            t("<alloc::raw_vec::RawVec<myapp::Order>>::grow_one").as_deref(),
+            Some("alloc::vec::Vec<myapp::Order>")
+        );
+        assert_eq!(
+            t("<alloc::vec::Vec<(u32, alloc::string::String), alloc::alloc::Global>>::push")
+                .as_deref(),
+            Some("alloc::vec::Vec<(u32, alloc::string::String)>")
+        );
+        assert_eq!(
+            t("<alloc::string::String as core::fmt::Write>::write_str").as_deref(),
+            Some("alloc::string::String")
+        );
+        assert_eq!(t("<alloc::boxed::Box<T>>::new"), None);
+        assert_eq!(t("alloc::string::StringLike::f"), None);
+        assert_eq!(t("myapp::load"), None);
+    }
+}
