@@ -95,11 +95,15 @@ pub const NO_STACK: &str = "[no stack]";
 ///
 /// [`Error::Sql`] when a table is missing or a query fails.
 pub async fn folded(ctx: &SessionContext, metric: Metric) -> Result<Vec<String>> {
+    // Only peak_bytes needs the time of the peak, a window over every
+    // allocation and deallocation.
+    let (with_peak, join_peak) =
+        if metric == Metric::PeakBytes { (PEAK_CTE, "CROSS JOIN peak") } else { ("", "") };
     let values_sql = format!(
-        "{PEAK_CTE}
+        "{with_peak}
         SELECT CAST(coalesce(stack_id, 0) AS INT UNSIGNED) AS stack_id,
                CAST(round(SUM({})) AS BIGINT) AS value
-        FROM allocations CROSS JOIN peak GROUP BY coalesce(stack_id, 0)",
+        FROM allocations {join_peak} GROUP BY coalesce(stack_id, 0)",
         metric.sql()
     );
     let frames_sql = "SELECT s.stack_id, f.name FROM stacks s JOIN frames f ON s.frame_id = f.frame_id \

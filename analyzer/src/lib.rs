@@ -124,6 +124,33 @@ fn warnings(data: &TraceData) -> Vec<String> {
             data.skipped_records, h.major, h.minor
         ));
     }
+    let st = &data.stacks;
+    let missing: Vec<&str> = st
+        .modules
+        .iter()
+        .filter(|m| m.symbols == stacks::SymbolSource::Missing)
+        .map(|m| m.path.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let frames = st
+            .frames
+            .iter()
+            .filter(|f| {
+                f.module_id.is_some_and(|m| {
+                    st.modules[m as usize].symbols == stacks::SymbolSource::Missing
+                })
+            })
+            .count();
+        let more = if missing.len() > 3 {
+            format!(" and {} more", missing.len() - 3)
+        } else {
+            String::new()
+        };
+        w.push(format!(
+            "{frames} stack frames show as module+offset: their module files are not at their recorded paths or cannot be read ({}{more})",
+            missing[..missing.len().min(3)].join(", ")
+        ));
+    }
     if data.anomalies.overlapping_allocations > 0 {
         w.push(format!(
             "{} allocations were at an address that was still allocated (a deallocation is missing from the trace)",

@@ -51,8 +51,12 @@ pub enum SymbolSource {
     Dwarf,
     /// The module's symbol table (function only).
     SymbolTable,
-    /// Nothing could be read: the module is missing, unreadable or stripped.
+    /// The file was read but names none of the module's addresses
+    /// (stripped, or the addresses are in unnamed code).
     None,
+    /// The file is not at its recorded path, or cannot be read as an
+    /// object file.
+    Missing,
 }
 
 impl SymbolSource {
@@ -62,6 +66,7 @@ impl SymbolSource {
             SymbolSource::Dwarf => "dwarf",
             SymbolSource::SymbolTable => "symbol_table",
             SymbolSource::None => "none",
+            SymbolSource::Missing => "missing",
         }
     }
 }
@@ -155,16 +160,23 @@ impl Stacks {
     /// `i`) against the recorded module map. Each module file is opened
     /// once, and modules are symbolized in parallel.
     pub fn symbolize(raw: Vec<Vec<u64>>, records: Vec<ModuleRecord>) -> Stacks {
-        if raw.is_empty() {
-            return Stacks::default();
-        }
         let mut records = records;
-        // The latest map wins where entries overlap (a library unloaded and
-        // another loaded in its place).
+        // Every map repeats the modules still loaded: keep one row per
+        // module, with the time of the latest map that has it.
         records.sort_by(|a, b| {
-            (a.start, std::cmp::Reverse(a.q)).cmp(&(b.start, std::cmp::Reverse(b.q)))
+            (a.start, a.end, a.bias, &a.path, std::cmp::Reverse(a.q)).cmp(&(
+                b.start,
+                b.end,
+                b.bias,
+                &b.path,
+                std::cmp::Reverse(b.q),
+            ))
         });
-        records.dedup_by(|later, first| later.start == first.start);
+        records.dedup_by(|later, first| {
+            (later.start, later.end, later.bias, &later.path)
+                == (first.start, first.end, first.bias, &first.path)
+        });
+        let loaded_q: Vec<u64> = records.iter().map(|r| r.q).collect();
         let mut modules: Vec<Module> = records
             .iter()
             .enumerate()
@@ -185,7 +197,7 @@ impl Stacks {
         let mut by_module: Vec<Vec<u64>> = vec![Vec::new(); modules.len()];
         let mut outside: Vec<u64> = Vec::new();
         for &a in &addresses {
-            match module_of(&modules, a) {
+            match module_of(&modules, &loaded_q, a) {
                 Some(m) => by_module[m].push(a),
                 None => outside.push(a),
             }
@@ -252,20 +264,29 @@ struct Symbol {
 /// The symbols of one module's addresses, and where they came from.
 type ModuleSymbols = (SymbolSource, Vec<(u64, Vec<Symbol>)>);
 
-/// Index of the module containing `address` (modules are sorted by start).
-fn module_of(modules: &[Module], address: u64) -> Option<usize> {
-    let i = modules.partition_point(|m| m.start <= address).checked_sub(1)?;
-    (address < modules[i].end).then_some(i)
+/// Index of the module containing `address`: where modules of several maps
+/// overlap (a library unloaded and another loaded in its place), the one
+/// of the latest map (`loaded_q`, by module) wins.
+fn module_of(modules: &[Module], loaded_q: &[u64], address: u64) -> Option<usize> {
+    modules
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.start <= address && address < m.end)
+        .max_by_key(|&(i, _)| loaded_q[i])
+        .map(|(i, _)| i)
 }
 
 /// Symbolizes the addresses of one module, in their order.
 fn symbolize_module(module: &Module, addrs: &[u64]) -> ModuleSymbols {
     let unresolved = || addrs.iter().map(|&a| (a, Vec::new())).collect();
-    if addrs.is_empty() || !Path::new(&module.path).is_file() {
-        return (SymbolSource::None, unresolved());
+    if addrs.is_empty() {
+        return (SymbolSource::None, Vec::new());
+    }
+    if !Path::new(&module.path).is_file() {
+        return (SymbolSource::Missing, unresolved());
     }
     let Ok(loader) = addr2line::Loader::new(&module.path) else {
-        return (SymbolSource::None, unresolved());
+        return (SymbolSource::Missing, unresolved());
     };
     let mut best = SymbolSource::None;
     let out = addrs
@@ -368,20 +389,29 @@ const ALLOCATOR_CRATES: [&str; 7] =
 /// is the program's (`<myapp::Order as core::clone::Clone>::clone`).
 pub fn is_allocator_frame(function: &str) -> bool {
     let f = function.strip_prefix('<').unwrap_or(function);
-    let self_type = match split_qualified(f) {
-        Some((self_type, _)) => self_type,
-        None => f,
+    let standard = match split_qualified(f) {
+        Some((self_type, trait_path)) => {
+            is_standard_path(self_type)
+                && ALLOCATOR_CRATES.iter().any(|c| trait_path.starts_with(c))
+        }
+        None => is_standard_path(f),
     };
-    let t = self_type.trim_start_matches(['&', '*', '[', '(', ' ']);
+    standard
+        || function.starts_with("__rdl_")
+        || function.starts_with("__rg_")
+        || function.starts_with("_rust")
+}
+
+/// Whether a path or type names the standard library (or memscope), or a
+/// primitive, reference, slice or tuple of one.
+fn is_standard_path(path: &str) -> bool {
+    let t = path.trim_start_matches(['&', '*', '[', '(', ' ']);
     let t = t.strip_prefix("mut ").or_else(|| t.strip_prefix("const ")).unwrap_or(t);
     let t = t.strip_prefix("dyn ").unwrap_or(t);
     ALLOCATOR_CRATES.iter().any(|c| t.starts_with(c))
         || PRIMITIVES.iter().any(|p| {
             t.starts_with(p) && !t[p.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
         })
-        || function.starts_with("__rdl_")
-        || function.starts_with("__rg_")
-        || function.starts_with("_rust")
 }
 
 const PRIMITIVES: [&str; 17] = [
@@ -413,9 +443,13 @@ fn call_site(frames: &[Frame], stack: &[u32]) -> Option<u32> {
         .find(|&f| frames[f as usize].function.as_deref().is_none_or(|n| !is_allocator_frame(n)))
 }
 
-/// The type of the outermost container frame below the call site.
+/// The type an allocation was made for: the innermost container frame
+/// below the call site, then outward through containers that wrap the same
+/// buffer (`Vec<u8>` in `String`, `RawTable<(K, V)>` in `HashMap<K, V>`).
+/// A container frame that does not wrap it (the `Vec<String>` whose
+/// `clone` allocates each element's `String`) ends the search.
 fn frame_type(frames: &[Frame], stack: &[u32]) -> Option<String> {
-    let mut found = None;
+    let mut found: Option<String> = None;
     for &f in stack {
         let Some(name) = frames[f as usize].function.as_deref() else {
             break;
@@ -423,11 +457,38 @@ fn frame_type(frames: &[Frame], stack: &[u32]) -> Option<String> {
         if !is_allocator_frame(name) {
             break;
         }
-        if let Some(t) = type_of_frame(name) {
-            found = Some(t);
+        let Some(t) = type_of_frame(name) else {
+            continue;
+        };
+        match &found {
+            None => found = Some(t),
+            Some(inner) if wraps(&t, inner) => found = Some(t),
+            Some(_) => break,
         }
     }
     found
+}
+
+/// Whether container type `outer` holds its data in the buffer of `inner`.
+fn wraps(outer: &str, inner: &str) -> bool {
+    if outer == inner || (inner == "alloc::vec::Vec<u8>" && outer == "alloc::string::String") {
+        return true;
+    }
+    match (type_args(outer), type_args(inner)) {
+        (Some(o), Some(i)) => {
+            i == o || i == format!("({o})") || i == format!("({o}, ())") || {
+                // HashMap<K, V, S> over RawTable<(K, V)>.
+                o.rsplit_once(", ").is_some_and(|(kv, _)| i == format!("({kv})"))
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The generic arguments of a type name: `K, V` of `HashMap<K, V>`.
+fn type_args(t: &str) -> Option<&str> {
+    let open = t.find('<')?;
+    t.strip_suffix('>').map(|s| &s[open + 1..])
 }
 
 /// Containers whose generic frames name the type they allocate for, and the
@@ -509,6 +570,7 @@ mod tests {
             "<&str as alloc::string::ToString>::to_string",
             "<[u8] as alloc::borrow::ToOwned>::to_owned",
             "hashbrown::raw::RawTableInner::fallible_with_capacity",
+            "<alloc::vec::Vec<myapp::Order> as core::clone::Clone>::clone",
         ] {
             assert!(is_allocator_frame(f), "{f}");
         }
@@ -517,9 +579,91 @@ mod tests {
             "<myapp::Order as core::clone::Clone>::clone",
             "<strategy::Plan as core::default::Default>::default",
             "u8x::pack",
+            "<alloc::vec::Vec<myapp::Order> as myapp::Report>::render",
+            "<&str as myapp::Tokenize>::tokens",
         ] {
             assert!(!is_allocator_frame(f), "{f}");
         }
+    }
+
+    fn frames(names: &[&str]) -> (Vec<Frame>, Vec<u32>) {
+        let frames: Vec<Frame> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Frame {
+                frame_id: i as u32,
+                address: 0,
+                module_id: None,
+                module_offset: None,
+                function: Some(n.to_string()),
+                file: None,
+                line: None,
+                inlined: false,
+                name: n.to_string(),
+            })
+            .collect();
+        let ids = (0..names.len() as u32).collect();
+        (frames, ids)
+    }
+
+    #[test]
+    fn the_type_is_the_innermost_container_and_its_wrappers() {
+        let t = |names: &[&str]| {
+            let (f, s) = frames(names);
+            frame_type(&f, &s)
+        };
+        // A String's buffer is a String, not a Vec<u8>.
+        assert_eq!(
+            t(&[
+                "<alloc::raw_vec::RawVec<u8>>::grow_one",
+                "<alloc::vec::Vec<u8>>::push",
+                "<alloc::string::String>::push",
+                "myapp::log",
+            ])
+            .as_deref(),
+            Some("alloc::string::String")
+        );
+        // The elements a Vec<String> clone allocates are Strings.
+        assert_eq!(
+            t(&[
+                "<alloc::raw_vec::RawVec<u8>>::with_capacity_in",
+                "<alloc::string::String as core::clone::Clone>::clone",
+                "<alloc::vec::Vec<alloc::string::String> as core::clone::Clone>::clone",
+                "myapp::snapshot",
+            ])
+            .as_deref(),
+            Some("alloc::string::String")
+        );
+        // A map's table is the map.
+        assert_eq!(
+            t(&[
+                "<hashbrown::raw::RawTable<(u32, myapp::Order)>>::reserve_rehash",
+                "<std::collections::hash::map::HashMap<u32, myapp::Order>>::insert",
+                "myapp::index",
+            ])
+            .as_deref(),
+            Some("std::collections::hash::map::HashMap<u32, myapp::Order>")
+        );
+        // Nothing below the call site: no type.
+        assert_eq!(t(&["myapp::alloc_raw", "<alloc::vec::Vec<u8>>::push"]), None);
+    }
+
+    #[test]
+    fn the_latest_map_wins_where_modules_overlap() {
+        let m = |id: u32, start: u64, end: u64| Module {
+            module_id: id,
+            path: format!("lib{id}.so"),
+            build_id: None,
+            start,
+            end,
+            bias: 0,
+            symbols: SymbolSource::None,
+        };
+        let modules = [m(0, 0x1000, 0x5000), m(1, 0x2000, 0x3000)];
+        assert_eq!(module_of(&modules, &[10, 20], 0x2500), Some(1));
+        assert_eq!(module_of(&modules, &[10, 20], 0x4000), Some(0));
+        assert_eq!(module_of(&modules, &[30, 20], 0x2500), Some(0));
+        assert_eq!(module_of(&modules, &[30, 20], 0x6000), None);
     }
 
     #[test]

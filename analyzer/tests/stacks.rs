@@ -263,4 +263,22 @@ fn stripped_binary_yields_module_offsets(dir: &Path) {
     let out =
         sql(&trace, &format!("SELECT symbols FROM modules WHERE path = '{}'", stripped.display()));
     assert_eq!(out, "symbols\nnone\n");
+
+    // Analyzed where the program is gone: module+offset, and a warning.
+    std::fs::remove_file(&stripped).unwrap();
+    let (out, err, code) = analyze(&[
+        trace.to_str().unwrap(),
+        "--sql",
+        &format!("SELECT symbols FROM modules WHERE path = '{}'", stripped.display()),
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "symbols\nmissing\n");
+    assert!(
+        err.contains(
+            "stack frames show as module+offset: their module files are not at their recorded paths"
+        ) && err.contains("stacks-stripped"),
+        "{err}"
+    );
 }

@@ -54,9 +54,11 @@ pub(crate) fn stop() {
 fn run(rss_interval: Duration) {
     // Nothing this thread allocates is recorded.
     thread::mark_internal();
-    // The module map is in the trace before `init` returns.
-    modules::write_map();
+    // The module map is in the trace before `init` returns. The loader's
+    // counters are read first, so a library loaded meanwhile is written at
+    // the next tick.
     let mut generation = modules::generation();
+    modules::write_map();
     READY.store(true, Ordering::Release);
     while STATE.load(Ordering::Acquire) == STARTING {
         std::thread::sleep(Duration::from_millis(1));

@@ -31,9 +31,9 @@ the global allocator, on every thread, with its address, size, alignment,
 thread and a timestamp in nanoseconds since `init` (from the time-stamp
 counter where it is invariant, else `CLOCK_MONOTONIC`); the call stack of
 each allocation and reallocation, as raw return addresses (each distinct
-stack written once per thread); the module map (executable and shared
-libraries with their load addresses and build ids), so the analyzer can
-symbolize later, anywhere; type tags from [`track_var!`]; thread names; RSS
+stack written once per thread while it stays in the thread's cache); the
+module map (executable and shared libraries with their load addresses and
+build ids), so the analyzer can symbolize later, anywhere; type tags from [`track_var!`]; thread names; RSS
 samples; and at the end, totals.
 
 # Call stacks

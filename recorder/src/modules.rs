@@ -14,6 +14,11 @@ use memscope_schema::Record;
 use crate::clock;
 use crate::thread;
 
+/// Longest module path written, in bytes.
+const MAX_PATH_LEN: usize = 2048;
+/// Longest build id written, in bytes (GNU build ids are 20).
+const MAX_BUILD_ID_LEN: usize = 64;
+
 /// One loaded module, as the loader reports it.
 struct Module {
     start: u64,
@@ -62,13 +67,17 @@ pub(crate) fn write_map() {
     let q = clock::now_q();
     for m in &modules {
         let path = if m.path.is_empty() { exe.as_deref().unwrap_or_default() } else { &m.path };
+        // A record must fit in the smallest block; longer paths (far above
+        // PATH_MAX in practice) are cut.
+        let path = &path[..path.len().min(MAX_PATH_LEN)];
+        let build_id = &m.build_id[..m.build_id.len().min(MAX_BUILD_ID_LEN)];
         thread::write_internal(&Record::Module {
             q,
             start: m.start,
             end: m.end,
             bias: m.bias,
             path,
-            build_id: &m.build_id,
+            build_id,
         });
     }
 }

@@ -2,9 +2,12 @@
 //! by the thread's own stack, and a per-thread cache of the stacks already
 //! written to the trace.
 //!
-//! A walk reads two words per frame and never faults: every frame pointer it
-//! follows must lie between the current stack pointer and the top of the
-//! thread's stack, be 8-byte aligned and move towards the top. Code built
+//! A walk reads two words per frame and never faults: it runs only when the
+//! stack pointer is inside the thread's own stack (not on a signal stack, a
+//! coroutine's or a segmented stack), and every frame pointer it follows
+//! must lie between the stack pointer and the top of that stack, be 8-byte
+//! aligned and move towards the top. Between the stack pointer and the top,
+//! the stack is mapped. Code built
 //! without frame pointers (`-C force-frame-pointers=yes`) may cut a stack
 //! short or skip frames; it cannot make the walk read outside the stack.
 //! The standard library keeps frame pointers.
@@ -37,13 +40,18 @@ pub(crate) fn buffer() -> Buffer {
 
 /// Writes the return addresses of the calling thread's stack into
 /// `out[1..]`, innermost first, at most `depth` of them (and at most
-/// `MAX_STACK_DEPTH`); returns how many. `stack_top` is one past the highest
-/// address of the thread's stack (0 when unknown: nothing is captured).
+/// `MAX_STACK_DEPTH`); returns how many. `bounds` is the thread's stack,
+/// from [`bounds`]: nothing is captured when the stack pointer is outside
+/// it.
 #[inline(always)]
-pub(crate) fn walk(out: &mut Buffer, depth: usize, stack_top: usize) -> usize {
+pub(crate) fn walk(out: &mut Buffer, depth: usize, bounds: Bounds) -> usize {
     let Some((mut fp, sp)) = registers() else {
         return 0;
     };
+    let Bounds { low, top: stack_top } = bounds;
+    if sp < low || sp >= stack_top {
+        return 0;
+    }
     let depth = depth.min(MAX_STACK_DEPTH);
     let mut n = 0;
     while n < depth {
@@ -170,11 +178,25 @@ fn slot(h: u64) -> usize {
     (h >> (64 - CACHE_ENTRIES.trailing_zeros())) as usize
 }
 
-/// One past the highest address of the calling thread's stack, or 1 when it
-/// cannot be had (then no stack is captured). May allocate (glibc reads
-/// `/proc/self/maps` for the main thread): call it with the guard set.
+/// The address range of a thread's stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    /// Lowest address of the stack.
+    pub(crate) low: usize,
+    /// One past its highest address.
+    pub(crate) top: usize,
+}
+
+impl Bounds {
+    /// Bounds that contain no stack pointer: nothing is captured.
+    pub(crate) const EMPTY: Bounds = Bounds { low: usize::MAX, top: 0 };
+}
+
+/// The calling thread's stack, or [`Bounds::EMPTY`] when it cannot be had.
+/// May allocate (glibc reads `/proc/self/maps` for the main thread): call
+/// it with the guard set.
 #[cold]
-pub(crate) fn stack_top() -> usize {
+pub(crate) fn bounds() -> Bounds {
     #[cfg(target_os = "linux")]
     {
         let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
@@ -183,19 +205,42 @@ pub(crate) fn stack_top() -> usize {
         // once; pthread_self is always valid.
         unsafe {
             if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-                return 1;
+                return Bounds::EMPTY;
             }
             let (mut addr, mut size) = (std::ptr::null_mut(), 0usize);
             let rc = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
             libc::pthread_attr_destroy(attr.as_mut_ptr());
             if rc != 0 || addr.is_null() {
-                return 1;
+                return Bounds::EMPTY;
             }
-            (addr as usize).saturating_add(size)
+            Bounds { low: addr as usize, top: (addr as usize).saturating_add(size) }
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        1
+        Bounds::EMPTY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn depth_here(bounds: Bounds) -> usize {
+        let mut buf = buffer();
+        walk(&mut buf, 64, bounds)
+    }
+
+    #[test]
+    fn walks_only_on_the_threads_own_stack() {
+        let own = bounds();
+        assert!(own.low < own.top, "{own:?}");
+        assert!(depth_here(own) >= 2, "the test's callers are on the stack");
+        assert_eq!(depth_here(Bounds::EMPTY), 0);
+        // A stack pointer outside the given stack (as on a signal stack):
+        // nothing is read.
+        let elsewhere = Bounds { low: own.top, top: own.top + (1 << 20) };
+        assert_eq!(depth_here(elsewhere), 0);
     }
 }

@@ -69,8 +69,9 @@ pub(crate) struct ThreadState {
     /// The stack id the current block attributes allocations to (set by
     /// the block's last `STACK_REF`; 0 at the start of a block).
     block_stack: Cell<u32>,
-    /// One past the top of this thread's stack (0: not looked up yet).
-    stack_top: Cell<usize>,
+    /// This thread's stack, once looked up (`stack_known`).
+    stack: Cell<stack::Bounds>,
+    stack_known: Cell<bool>,
 }
 
 thread_local! {
@@ -88,7 +89,8 @@ thread_local! {
             until_sample: Cell::new(0),
             rng: Cell::new(0),
             block_stack: Cell::new(0),
-            stack_top: Cell::new(0),
+            stack: Cell::new(stack::Bounds::EMPTY),
+            stack_known: Cell::new(false),
         }
     };
     static STACKS: stack::Cache = const { stack::Cache::new() };
@@ -222,12 +224,9 @@ impl ThreadState {
 
     #[inline(never)]
     fn capture_stack(&self, depth: usize) -> u32 {
-        let mut top = self.stack_top.get();
-        if top == 0 {
-            top = self.find_stack_top();
-        }
+        let bounds = if self.stack_known.get() { self.stack.get() } else { self.find_stack() };
         let mut buf = stack::buffer();
-        let n = stack::walk(&mut buf, depth, top);
+        let n = stack::walk(&mut buf, depth, bounds);
         if n == 0 {
             return 0;
         }
@@ -255,12 +254,13 @@ impl ThreadState {
     }
 
     #[cold]
-    fn find_stack_top(&self) -> usize {
+    fn find_stack(&self) -> stack::Bounds {
         let was_busy = self.busy.replace(true);
-        let top = stack::stack_top();
+        let bounds = stack::bounds();
         self.busy.set(was_busy);
-        self.stack_top.set(top);
-        top
+        self.stack.set(bounds);
+        self.stack_known.set(true);
+        bounds
     }
 
     /// The block is full (or there is none yet): take a new one. Sets the
@@ -308,7 +308,8 @@ impl ThreadState {
 
     /// Appends the words of one encoded record that carries no time delta
     /// (an extended record), taking a new block when the current one is
-    /// full. False when it could not be written.
+    /// full. False when it could not be written; such records (strings,
+    /// stacks, names) are not events, so they do not count as dropped.
     fn record_words(&self, words: &[u64]) -> bool {
         if self.publish(words) {
             return true;
@@ -319,11 +320,7 @@ impl ThreadState {
         let was_busy = self.busy.replace(true);
         let ok = self.new_block(clock::now_q().max(self.last_q.get()));
         self.busy.set(was_busy);
-        if !ok {
-            self.count_dropped();
-            return false;
-        }
-        self.publish(words)
+        ok && self.publish(words)
     }
 
     /// Appends `words` to the current block, first word last; false when
