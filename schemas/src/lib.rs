@@ -10,7 +10,7 @@ holds records made of 8-byte little-endian words: an allocation takes two
 words, a deallocation one, a reallocation three. `schemas/FORMAT.md` is the
 byte-by-byte specification; this crate implements it:
 
-* [`format`]: constants, the file and block headers, word packing.
+* [`format`](mod@format): constants, the file and block headers, word packing.
 * [`record`]: [`Record`], the [`RecordEncoder`] both writers use, and the
   [`BlockDecoder`].
 * [`reader`]: [`Trace::read`], the simple sequential reader that the
