@@ -30,6 +30,7 @@ use memscope_schema::tables::TABLES;
 )]
 #[command(
     after_help = "Built-in queries (usable as --sql NAME): leaks, leaks_by_call_site, call_site_hotspots, fragmentation, type_hotspots, lifetime_histogram.\n\
+Environment: MEMSCOPE_SYMBOL_PATH=DIR[:DIR...] directories searched for module files (by build id, then by name) when symbolizing call stacks.\n\
 Exit codes: 0 ok, 2 usage or SQL error, 65 bad trace, 66 missing input, 70 internal error, 73 output exists, 74 I/O error."
 )]
 pub struct Cli {

@@ -148,7 +148,7 @@ fn warnings(data: &TraceData) -> Vec<String> {
             String::new()
         };
         w.push(format!(
-            "{frames} stack frames show as module+offset: their module files are not at their recorded paths or cannot be read ({}{more})",
+            "{frames} stack frames show as module+offset: their module files are not at their recorded paths or cannot be read ({}{more}); MEMSCOPE_SYMBOL_PATH can point to copies",
             missing[..missing.len().min(3)].join(", ")
         ));
     }

@@ -10,7 +10,7 @@
 //! when it has no debug information). An address whose module cannot be
 //! read stays a `module+0xoffset` frame; symbolization never fails.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -88,7 +88,18 @@ pub struct Module {
     pub bias: u64,
     /// The best source of names the analyzer found for it.
     pub symbols: SymbolSource,
+    /// The file its frames were symbolized from: found through
+    /// [`SYMBOL_PATH_VAR`], or the recorded path; `None` when none could
+    /// be read.
+    pub symbol_file: Option<String>,
 }
+
+/// Environment variable listing directories (separated by `:`) searched
+/// for module files before their recorded paths: `DIR/.build-id/ab/cdef….debug`
+/// (the usual layout of separate debug files) and `DIR/<file name>`. For
+/// symbolizing on another machine, or with the unstripped files of a
+/// stripped deployment.
+pub const SYMBOL_PATH_VAR: &str = "MEMSCOPE_SYMBOL_PATH";
 
 /// One frame of a stack: a return address, or a function inlined at it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,8 +199,12 @@ impl Stacks {
                 end: r.end,
                 bias: r.bias,
                 symbols: SymbolSource::None,
+                symbol_file: None,
             })
             .collect();
+        let search: Vec<PathBuf> = std::env::var_os(SYMBOL_PATH_VAR)
+            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+            .unwrap_or_default();
 
         let mut addresses: Vec<u64> = raw.iter().flatten().copied().collect();
         addresses.sort_unstable();
@@ -205,13 +220,14 @@ impl Stacks {
         let resolved: Vec<ModuleSymbols> = modules
             .par_iter()
             .zip(by_module.par_iter())
-            .map(|(m, addrs)| symbolize_module(m, addrs))
+            .map(|(m, addrs)| symbolize_module(m, addrs, &search))
             .collect();
 
         let mut frames: Vec<Frame> = Vec::new();
         let mut frames_of: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
-        for (m, (source, addrs)) in resolved.into_iter().enumerate() {
+        for (m, (source, file, addrs)) in resolved.into_iter().enumerate() {
             modules[m].symbols = source;
+            modules[m].symbol_file = file;
             let module = &modules[m];
             for (address, symbols) in addrs {
                 let offset = address.wrapping_sub(module.bias);
@@ -261,8 +277,24 @@ struct Symbol {
     line: Option<u32>,
 }
 
-/// The symbols of one module's addresses, and where they came from.
-type ModuleSymbols = (SymbolSource, Vec<(u64, Vec<Symbol>)>);
+/// The symbols of one module's addresses, where they came from and the file
+/// read.
+type ModuleSymbols = (SymbolSource, Option<String>, Vec<(u64, Vec<Symbol>)>);
+
+/// The files that may hold a module's symbols, in the order tried: in each
+/// search directory its separate debug file by build id, then a file of
+/// its name; then its recorded path.
+fn candidate_files(module: &Module, search: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in search {
+        if let Some(id) = module.build_id.as_deref().filter(|id| id.len() > 2) {
+            out.push(dir.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..])));
+        }
+        out.push(dir.join(basename(&module.path)));
+    }
+    out.push(PathBuf::from(&module.path));
+    out
+}
 
 /// Index of the module containing `address`: where modules of several maps
 /// overlap (a library unloaded and another loaded in its place), the one
@@ -277,16 +309,16 @@ fn module_of(modules: &[Module], loaded_q: &[u64], address: u64) -> Option<usize
 }
 
 /// Symbolizes the addresses of one module, in their order.
-fn symbolize_module(module: &Module, addrs: &[u64]) -> ModuleSymbols {
-    let unresolved = || addrs.iter().map(|&a| (a, Vec::new())).collect();
+fn symbolize_module(module: &Module, addrs: &[u64], search: &[PathBuf]) -> ModuleSymbols {
     if addrs.is_empty() {
-        return (SymbolSource::None, Vec::new());
+        return (SymbolSource::None, None, Vec::new());
     }
-    if !Path::new(&module.path).is_file() {
-        return (SymbolSource::Missing, unresolved());
-    }
-    let Ok(loader) = addr2line::Loader::new(&module.path) else {
-        return (SymbolSource::Missing, unresolved());
+    let opened = candidate_files(module, search).into_iter().find_map(|path| {
+        let loader = path.is_file().then(|| addr2line::Loader::new(&path).ok()).flatten()?;
+        Some((path, loader))
+    });
+    let Some((file, loader)) = opened else {
+        return (SymbolSource::Missing, None, addrs.iter().map(|&a| (a, Vec::new())).collect());
     };
     let mut best = SymbolSource::None;
     let out = addrs
@@ -327,7 +359,7 @@ fn symbolize_module(module: &Module, addrs: &[u64]) -> ModuleSymbols {
             (a, symbols)
         })
         .collect();
-    (best, out)
+    (best, Some(file.to_string_lossy().into_owned()), out)
 }
 
 /// Appends the frames of one return address (one per inlined function, the
@@ -658,6 +690,7 @@ mod tests {
             end,
             bias: 0,
             symbols: SymbolSource::None,
+            symbol_file: None,
         };
         let modules = [m(0, 0x1000, 0x5000), m(1, 0x2000, 0x3000)];
         assert_eq!(module_of(&modules, &[10, 20], 0x2500), Some(1));

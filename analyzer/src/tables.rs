@@ -255,6 +255,7 @@ fn modules(data: &TraceData) -> Vec<ArrayRef> {
         Arc::new(UInt64Array::from_iter_values(m.iter().map(|m| m.end))),
         Arc::new(UInt64Array::from_iter_values(m.iter().map(|m| m.bias))),
         Arc::new(StringArray::from_iter_values(m.iter().map(|m| m.symbols.name()))),
+        Arc::new(StringArray::from_iter(m.iter().map(|m| m.symbol_file.as_deref()))),
     ]
 }
 

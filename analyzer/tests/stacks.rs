@@ -281,4 +281,23 @@ fn stripped_binary_yields_module_offsets(dir: &Path) {
         ) && err.contains("stacks-stripped"),
         "{err}"
     );
+
+    // With the unstripped program found through MEMSCOPE_SYMBOL_PATH, the
+    // same trace names its call sites and lines.
+    let symbols = dir.join("symbols");
+    std::fs::create_dir_all(&symbols).unwrap();
+    std::fs::copy(std::env::current_exe().unwrap(), symbols.join("stacks-stripped")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_memscope-analyze"))
+        .env("MEMSCOPE_SYMBOL_PATH", format!("/nonexistent:{}", symbols.display()))
+        .args([trace.to_str().unwrap(), "--sql", "leaks_by_call_site", "--format", "csv", "-q"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = line_of("orders").to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("stacks::leak_orders,") && l.contains(&format!(",{line},"))),
+        "{text}"
+    );
 }

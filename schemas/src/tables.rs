@@ -376,6 +376,13 @@ pub const MODULES: Table = Table {
             None,
             "What the analyzer symbolized its frames from: 'dwarf', 'symbol_table', 'none' (the file names none of its frames: stripped, or no frame in it) or 'missing' (the file is not at its path or cannot be read).",
         ),
+        col(
+            "symbol_file",
+            Utf8,
+            true,
+            None,
+            "The file its frames were symbolized from: one found through MEMSCOPE_SYMBOL_PATH (a separate debug file by build id, or a file of the same name), else the recorded path; NULL when none could be read.",
+        ),
     ],
 };
 
