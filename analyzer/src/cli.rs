@@ -1,5 +1,6 @@
 //! The command line: arguments, and one function per command.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +13,10 @@ use memscope_analyzer::error::Error;
 use memscope_analyzer::flamegraph::{self, Metric};
 use memscope_analyzer::output::{self, Destination, Format};
 use memscope_analyzer::query::{self, QueryResult, SqlSource};
+use memscope_analyzer::report::budget::{Budget, BudgetsFile};
+use memscope_analyzer::report::metrics::Temporary;
+use memscope_analyzer::report::render::{Format as ReportFormat, render};
+use memscope_analyzer::report::{self, Report, diff};
 use memscope_analyzer::{Input, convert, load};
 use memscope_schema::tables::TABLES;
 
@@ -31,7 +36,7 @@ use memscope_schema::tables::TABLES;
 #[command(
     after_help = "Built-in queries (usable as --sql NAME): leaks, leaks_by_call_site, call_site_hotspots, fragmentation, type_hotspots, lifetime_histogram.\n\
 Environment: MEMSCOPE_SYMBOL_PATH=DIR[:DIR...] directories searched for module files (by build id, then by name) when symbolizing call stacks.\n\
-Exit codes: 0 ok, 2 usage or SQL error, 65 bad trace, 66 missing input, 70 internal error, 73 output exists, 74 I/O error."
+Exit codes: 0 ok, 1 a budget failed (report), 2 usage or SQL error, 65 bad trace, 66 missing input, 70 internal error, 73 output exists, 74 I/O error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -51,6 +56,85 @@ enum Command {
     /// Draw an interactive SVG flamegraph of allocations by call stack, or
     /// write its collapsed stacks with --folded.
     Flamegraph(FlamegraphArgs),
+    /// Summarize a trace for people and CI: totals, peak, leaks, hotspots,
+    /// histograms, memory over time, fragmentation; check memory budgets
+    /// (exit code 1 when one fails).
+    Report(ReportArgs),
+    /// What grew or shrank from BASE to NEW, by call site and by type,
+    /// largest change first.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Budgets: EXPR fails when true, e.g. 'leaked_bytes > 0', 'peak_bytes > 64MiB', \
+'peak_bytes > baseline.peak_bytes * 1.10', 'leaked_bytes[call_site ~ \"my_crate::cache\"] > 1KiB'. \
+Metrics: allocations, allocated_bytes, peak_bytes, leaked_allocations, leaked_bytes, \
+temporary_allocations, peak_rss_bytes, duration_ns. Filters: [call_site|type|thread|file ~|!~|=|!= \"text\", ...]. \
+Units: B KB MB GB KiB MiB GiB ns us ms s %.\n\
+Exit codes: 0 report written and no budget failed, 1 a budget failed, 2 usage error or bad budget, \
+65 bad trace, 66 missing input, 73 output exists, 74 I/O error."
+)]
+struct ReportArgs {
+    /// Trace file, or a directory written by `convert`.
+    trace: PathBuf,
+    /// A trace or `convert` directory to compare with; `baseline.METRIC`
+    /// in budgets reads it.
+    #[arg(long, value_name = "TRACE_OR_DATASET")]
+    baseline: Option<PathBuf>,
+    /// A budget: fail (exit code 1) when EXPR holds. Repeatable.
+    #[arg(long = "fail-on", value_name = "EXPR")]
+    fail_on: Vec<String>,
+    /// A TOML file of budgets (`[[budget]] fail_on = "..."`) and report
+    /// defaults; its budgets are checked with those of --fail-on.
+    #[arg(long, value_name = "FILE")]
+    budgets: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Exit 0 even when budgets fail (report-only runs).
+    #[arg(long)]
+    exit_zero: bool,
+    /// Rows in each top-N list [default: 10].
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
+    /// When an allocation is temporary: `next` (freed before its thread's
+    /// next allocation, as heaptrack counts) or a lifetime such as `10us`
+    /// [default: next].
+    #[arg(long, value_name = "next|DURATION")]
+    temporary: Option<String>,
+    /// Do not print warnings about the trace, nor failed budgets on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The trace or dataset to compare against.
+    base: PathBuf,
+    /// The trace or dataset to compare.
+    new: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Rows to show; 0 shows all.
+    #[arg(long, default_value_t = 30)]
+    limit: usize,
+    /// Write the result to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Do not print warnings about the traces.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +215,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Some(Command::Convert(args)) => run_convert(args),
         Some(Command::Tables(args)) => run_tables(args).await,
         Some(Command::Flamegraph(args)) => run_flamegraph(args).await,
+        Some(Command::Report(args)) => run_report(args).await,
+        Some(Command::Diff(args)) => run_diff(args).await,
         None => run_query(cli.query).await,
     }
 }
@@ -202,6 +288,109 @@ async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
     };
     output::write_file(&args.output, &bytes, args.force)?;
     eprintln!("wrote {} ({} stacks)", args.output.display(), lines.len());
+    Ok(())
+}
+
+async fn run_report(args: ReportArgs) -> Result<()> {
+    // Everything the user wrote is checked before the (long) decoding.
+    let (file, mut budgets) = match &args.budgets {
+        Some(path) => BudgetsFile::load(path)?,
+        None => (BudgetsFile::default(), Vec::new()),
+    };
+    for text in &args.fail_on {
+        budgets.push(Budget::parse(text)?);
+    }
+    if args.baseline.is_none()
+        && let Some(b) = budgets.iter().find(|b| b.metrics().iter().any(|m| m.baseline))
+    {
+        return Err(Error::Usage(format!(
+            "budget {:?} reads the baseline: give one with --baseline",
+            b.text
+        ))
+        .into());
+    }
+    let temporary: Temporary = match args.temporary.as_ref().or(file.report.temporary.as_ref()) {
+        Some(t) => t.parse().map_err(|e: String| Error::Usage(format!("--temporary {e}")))?,
+        None => Temporary::default(),
+    };
+    if let Some(out) = &args.output
+        && !args.force
+        && out.exists()
+    {
+        return Err(Error::OutputExists { path: out.clone() }.into());
+    }
+    let options =
+        report::Options { top: args.top.or(file.report.top).unwrap_or(10), temporary, budgets };
+    let input = Input::open(&args.trace)?;
+    warn(input.warnings(), args.quiet);
+    let ctx = input.session().await?;
+    let baseline = match &args.baseline {
+        Some(path) => {
+            let base = Input::open(path)?;
+            warn(base.warnings(), args.quiet);
+            Some((path.as_path(), base.session().await?))
+        }
+        None => None,
+    };
+    let report =
+        Report::compute(&ctx, &args.trace, baseline.as_ref().map(|(p, c)| (*p, c)), &options)
+            .await?;
+    let flamegraph_svg = if args.format == ReportFormat::Html {
+        let lines = flamegraph::folded(&ctx, Metric::Bytes).await?;
+        let has_stacks = lines.iter().any(|l| !l.starts_with(flamegraph::NO_STACK));
+        if has_stacks {
+            Some(flamegraph::svg(&lines, Metric::Bytes, "allocated bytes by call stack")?)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let bytes = render(&report, args.format, flamegraph_svg.as_deref())?;
+    match &args.output {
+        Some(path) => {
+            output::write_file(path, &bytes, args.force)?;
+            if !args.quiet {
+                eprintln!("wrote {} ({})", path.display(), report::render::verdict(&report));
+            }
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+        }
+    }
+    let failed: Vec<&report::BudgetResult> = report.budgets.iter().filter(|b| b.failed).collect();
+    if !args.quiet {
+        for b in &failed {
+            eprintln!("memscope-analyze: budget {}", b.message);
+        }
+    }
+    if !failed.is_empty() && !args.exit_zero {
+        return Err(
+            Error::BudgetsFailed { failed: failed.len(), total: report.budgets.len() }.into()
+        );
+    }
+    Ok(())
+}
+
+async fn run_diff(args: DiffArgs) -> Result<()> {
+    if args.format == Format::Parquet && args.output.is_none() {
+        Destination::choose(None, args.format, 1)?;
+    }
+    let base = Input::open(&args.base)?;
+    warn(base.warnings(), args.quiet);
+    let new = Input::open(&args.new)?;
+    warn(new.warnings(), args.quiet);
+    let mut changes = diff::changes(&base.session().await?, &new.session().await?).await?;
+    if args.limit > 0 {
+        changes.truncate(args.limit);
+    }
+    let result = diff::to_result(&changes)?;
+    let dest = Destination::choose(args.output.as_deref(), args.format, 1)?;
+    output::write_results(&[result], args.format, &dest, args.force)?;
     Ok(())
 }
 

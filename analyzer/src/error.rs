@@ -71,6 +71,15 @@ pub enum Error {
     /// see (for example `--format parquet` without `--output`).
     #[error("{0}")]
     Usage(String),
+    /// Budgets of `report` failed (each was already printed on its own
+    /// line).
+    #[error("{failed} of {total} budgets failed")]
+    BudgetsFailed {
+        /// How many failed.
+        failed: usize,
+        /// How many were evaluated.
+        total: usize,
+    },
 }
 
 /// The analyzer's result type.
@@ -92,7 +101,7 @@ impl Error {
     }
 
     /// The process exit code for this error (see the README's exit codes):
-    /// 2 usage and SQL errors, 65 bad trace data, 66 missing input, 73 an
+    /// 1 failed budgets, 2 usage and SQL errors, 65 bad trace data, 66 missing input, 73 an
     /// output that exists, 74 I/O errors, 70 internal errors.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -102,6 +111,7 @@ impl Error {
             Error::OutputExists { .. } => 73,
             Error::Io { .. } => 74,
             Error::Engine { .. } => 70,
+            Error::BudgetsFailed { .. } => 1,
         }
     }
 }

@@ -47,6 +47,7 @@ pub mod model;
 pub mod output;
 pub mod pairing;
 pub mod query;
+pub mod report;
 pub mod stacks;
 pub mod tables;
 
@@ -126,10 +127,18 @@ fn warnings(data: &TraceData) -> Vec<String> {
         ));
     }
     let st = &data.stacks;
+    for m in st.modules.iter().filter(|m| m.symbols == stacks::SymbolSource::Missing) {
+        if let Some(file) = &m.rejected_file {
+            let which = if *file == m.path { String::new() } else { format!(" (for {})", m.path) };
+            w.push(format!(
+                "{file}{which} has another build id than when it was recorded (rebuilt since?): not used to name its stack frames, which show as module+offset"
+            ));
+        }
+    }
     let missing: Vec<&str> = st
         .modules
         .iter()
-        .filter(|m| m.symbols == stacks::SymbolSource::Missing)
+        .filter(|m| m.symbols == stacks::SymbolSource::Missing && m.rejected_file.is_none())
         .map(|m| m.path.as_str())
         .collect();
     if !missing.is_empty() {

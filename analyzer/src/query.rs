@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
@@ -247,4 +249,115 @@ fn sql_error(source: &SqlSource, statement_line: u64, e: DataFusionError) -> Err
 fn parse_error_line(message: &str) -> Option<u64> {
     let rest = &message[message.find("Line: ")? + "Line: ".len()..];
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The rows of an internal query (a report's or a budget's), read by column
+/// name into plain Rust values. Columns are cast, so a `convert` dataset,
+/// whose integer and string types may differ from a trace's, reads the same.
+#[derive(Debug)]
+pub struct Rows {
+    what: String,
+    batches: Vec<RecordBatch>,
+}
+
+impl Rows {
+    /// Runs `text` (one statement) and keeps its rows; `what` names the
+    /// query in errors ("report totals").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sql`] when the query fails.
+    pub async fn fetch(ctx: &SessionContext, what: &str, text: &str) -> Result<Rows> {
+        let source = SqlSource {
+            name: what.to_string(),
+            origin: Origin::Builtin("report"),
+            text: text.to_string(),
+        };
+        let batches = run(ctx, &source).await?.pop().map(|r| r.batches).unwrap_or_default();
+        Ok(Rows { what: what.to_string(), batches })
+    }
+
+    /// Rows already computed; `what` names them in errors.
+    pub fn from_batches(what: &str, batches: Vec<RecordBatch>) -> Rows {
+        Rows { what: what.to_string(), batches }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn cast(&self, name: &str, ty: &DataType) -> Result<Vec<ArrayRef>> {
+        self.batches
+            .iter()
+            .map(|b| {
+                let column = b.column_by_name(name).ok_or_else(|| {
+                    Error::engine(
+                        format!("reading {}", self.what),
+                        DataFusionError::Internal(format!("no column {name}")),
+                    )
+                })?;
+                cast(column, ty).map_err(|e| Error::engine(format!("reading {}", self.what), e))
+            })
+            .collect()
+    }
+
+    /// Column `name` as signed 64-bit integers (NULL as `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] when there is no such column or it does not cast.
+    pub fn i64(&self, name: &str) -> Result<Vec<Option<i64>>> {
+        Ok(self
+            .cast(name, &DataType::Int64)?
+            .iter()
+            .flat_map(|a| a.as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Column `name` as unsigned 64-bit integers (NULL as `None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Rows::i64`].
+    pub fn u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
+        Ok(self
+            .cast(name, &DataType::UInt64)?
+            .iter()
+            .flat_map(|a| a.as_primitive::<UInt64Type>().iter().collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Column `name` as 64-bit floats (NULL as `None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Rows::i64`].
+    pub fn f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        Ok(self
+            .cast(name, &DataType::Float64)?
+            .iter()
+            .flat_map(|a| a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Column `name` as strings (NULL as `None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Rows::i64`].
+    pub fn string(&self, name: &str) -> Result<Vec<Option<String>>> {
+        Ok(self
+            .cast(name, &DataType::Utf8)?
+            .iter()
+            .flat_map(|a| {
+                a.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>()
+            })
+            .collect())
+    }
 }

@@ -10,7 +10,7 @@
 //! when it has no debug information). An address whose module cannot be
 //! read stays a `module+0xoffset` frame; symbolization never fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -92,6 +92,10 @@ pub struct Module {
     /// [`SYMBOL_PATH_VAR`], or the recorded path; `None` when none could
     /// be read.
     pub symbol_file: Option<String>,
+    /// A file found for the module but not used because its build id
+    /// differs from the recorded one (the program was rebuilt after it was
+    /// recorded): its symbols would name the wrong functions.
+    pub rejected_file: Option<String>,
 }
 
 /// Environment variable listing directories (separated by `:`) searched
@@ -200,6 +204,7 @@ impl Stacks {
                 bias: r.bias,
                 symbols: SymbolSource::None,
                 symbol_file: None,
+                rejected_file: None,
             })
             .collect();
         let search: Vec<PathBuf> = std::env::var_os(SYMBOL_PATH_VAR)
@@ -225,9 +230,10 @@ impl Stacks {
 
         let mut frames: Vec<Frame> = Vec::new();
         let mut frames_of: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
-        for (m, (source, file, addrs)) in resolved.into_iter().enumerate() {
+        for (m, (source, file, rejected, addrs)) in resolved.into_iter().enumerate() {
             modules[m].symbols = source;
             modules[m].symbol_file = file;
+            modules[m].rejected_file = rejected;
             let module = &modules[m];
             for (address, symbols) in addrs {
                 let offset = address.wrapping_sub(module.bias);
@@ -277,9 +283,23 @@ struct Symbol {
     line: Option<u32>,
 }
 
-/// The symbols of one module's addresses, where they came from and the file
-/// read.
-type ModuleSymbols = (SymbolSource, Option<String>, Vec<(u64, Vec<Symbol>)>);
+/// The symbols of one module's addresses, where they came from, the file
+/// read and a file rejected for its build id.
+type ModuleSymbols = (SymbolSource, Option<String>, Option<String>, Vec<(u64, Vec<Symbol>)>);
+
+/// The GNU build id of the object file at `path`, as lowercase hex; `None`
+/// when it has none or cannot be read as an object file.
+fn file_build_id(path: &Path) -> Option<String> {
+    use object::Object;
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: memmap2's contract is that the file is not modified while
+    // mapped. Module files are executables and libraries that nothing
+    // rewrites in place (a rebuild writes a new file and renames it); the
+    // map lives only for this function.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let object = object::File::parse(&*map).ok()?;
+    object.build_id().ok().flatten().map(hex)
+}
 
 /// The files that may hold a module's symbols, in the order tried: in each
 /// search directory its separate debug file by build id, then a file of
@@ -311,14 +331,26 @@ fn module_of(modules: &[Module], loaded_q: &[u64], address: u64) -> Option<usize
 /// Symbolizes the addresses of one module, in their order.
 fn symbolize_module(module: &Module, addrs: &[u64], search: &[PathBuf]) -> ModuleSymbols {
     if addrs.is_empty() {
-        return (SymbolSource::None, None, Vec::new());
+        return (SymbolSource::None, None, None, Vec::new());
     }
+    let mut rejected = None;
     let opened = candidate_files(module, search).into_iter().find_map(|path| {
-        let loader = path.is_file().then(|| addr2line::Loader::new(&path).ok()).flatten()?;
+        if !path.is_file() {
+            return None;
+        }
+        if let Some(want) = &module.build_id
+            && let Some(found) = file_build_id(&path)
+            && &found != want
+        {
+            rejected.get_or_insert_with(|| path.to_string_lossy().into_owned());
+            return None;
+        }
+        let loader = addr2line::Loader::new(&path).ok()?;
         Some((path, loader))
     });
     let Some((file, loader)) = opened else {
-        return (SymbolSource::Missing, None, addrs.iter().map(|&a| (a, Vec::new())).collect());
+        let unresolved = addrs.iter().map(|&a| (a, Vec::new())).collect();
+        return (SymbolSource::Missing, None, rejected, unresolved);
     };
     let mut best = SymbolSource::None;
     let out = addrs
@@ -359,7 +391,7 @@ fn symbolize_module(module: &Module, addrs: &[u64], search: &[PathBuf]) -> Modul
             (a, symbols)
         })
         .collect();
-    (best, Some(file.to_string_lossy().into_owned()), out)
+    (best, Some(file.to_string_lossy().into_owned()), None, out)
 }
 
 /// Appends the frames of one return address (one per inlined function, the
@@ -691,6 +723,7 @@ mod tests {
             bias: 0,
             symbols: SymbolSource::None,
             symbol_file: None,
+            rejected_file: None,
         };
         let modules = [m(0, 0x1000, 0x5000), m(1, 0x2000, 0x3000)];
         assert_eq!(module_of(&modules, &[10, 20], 0x2500), Some(1));

@@ -282,6 +282,21 @@ fn stripped_binary_yields_module_offsets(dir: &Path) {
         "{err}"
     );
 
+    // Another program at the recorded path (a rebuild): its build id
+    // differs, so it is not used to name the frames.
+    std::fs::copy(env!("CARGO_BIN_EXE_memscope-analyze"), &stripped).unwrap();
+    let (out, err, code) = analyze(&[
+        trace.to_str().unwrap(),
+        "--sql",
+        &format!("SELECT symbols FROM modules WHERE path = '{}'", stripped.display()),
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "symbols\nmissing\n");
+    assert!(err.contains("has another build id than when it was recorded"), "{err}");
+    std::fs::remove_file(&stripped).unwrap();
+
     // With the unstripped program found through MEMSCOPE_SYMBOL_PATH, the
     // same trace names its call sites and lines.
     let symbols = dir.join("symbols");

@@ -374,7 +374,7 @@ pub const MODULES: Table = Table {
             Utf8,
             false,
             None,
-            "What the analyzer symbolized its frames from: 'dwarf', 'symbol_table', 'none' (the file names none of its frames: stripped, or no frame in it) or 'missing' (the file is not at its path or cannot be read).",
+            "What the analyzer symbolized its frames from: 'dwarf', 'symbol_table', 'none' (the file names none of its frames: stripped, or no frame in it) or 'missing' (no readable file with the recorded build id: not at its path, unreadable, or rebuilt since recording).",
         ),
         col(
             "symbol_file",
