@@ -2,7 +2,8 @@
 # Records the bundled workload (a multi-threaded text indexer that leaks a
 # known amount on purpose) into a memscope trace, then asks the trace
 # "what leaked?" with queries/leaks.sql, by type and by call site, and draws
-# a flamegraph of the bytes allocated by call stack.
+# a flamegraph of the bytes allocated by call stack, and writes an HTML
+# report of the whole trace.
 #
 # Usage: scripts/demo.sh [workload options, e.g. --docs 20000 --threads 8]
 set -euo pipefail
@@ -24,3 +25,7 @@ target/debug/memscope-analyze "$trace" --quiet --sql queries/leaks_by_call_site.
 echo
 echo "== drawing: memscope-analyze flamegraph $trace --metric bytes -o target/demo/flamegraph.svg"
 target/debug/memscope-analyze flamegraph "$trace" --quiet --metric bytes -o target/demo/flamegraph.svg --force
+echo
+echo "== reporting: memscope-analyze report $trace --format html -o target/demo/report.html"
+target/debug/memscope-analyze report "$trace" --quiet --format html -o target/demo/report.html --force
+echo "wrote target/demo/report.html (open it in a browser)"

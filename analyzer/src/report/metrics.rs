@@ -11,19 +11,14 @@ use crate::error::{Error, Result};
 use crate::query::Rows;
 
 /// When an allocation counts as temporary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Temporary {
     /// heaptrack's definition: freed before its thread's next allocation
     /// started (per thread, since threads allocate concurrently).
+    #[default]
     NextAllocation,
     /// Freed within this many nanoseconds of its allocation.
     Within(i64),
-}
-
-impl Default for Temporary {
-    fn default() -> Temporary {
-        Temporary::NextAllocation
-    }
 }
 
 impl FromStr for Temporary {
