@@ -277,6 +277,29 @@ fn baseline_budgets_and_comparison() {
 }
 
 #[test]
+fn ratios_and_divisions_by_zero() {
+    let f = Fixture::new();
+    let r = f.json(&[
+        "--fail-on",
+        "leaked_bytes / allocated_bytes > 10%",
+        "--fail-on",
+        "leaked_bytes[type = \"nothing\"] / allocations[type = \"nothing\"] > 1",
+    ]);
+    let ratio = &r["budgets"][0];
+    assert_eq!(ratio["unit"], "ratio");
+    assert_eq!(ratio["failed"], true, "864 / 5364 = 0.161");
+    assert_eq!(
+        ratio["message"],
+        "FAILED: leaked_bytes / allocated_bytes 0.1611 > 0.1000; top: (unknown) 864 B"
+    );
+    // 0 / 0 cannot pass.
+    let nan = &r["budgets"][1];
+    assert_eq!(nan["failed"], true);
+    assert_eq!(nan["actual"], serde_json::Value::Null);
+    assert!(nan["message"].as_str().unwrap().contains("cannot be compared"), "{nan}");
+}
+
+#[test]
 fn bad_budgets_are_usage_errors() {
     let f = Fixture::new();
     for (budget, message) in [
@@ -358,7 +381,7 @@ fn junit_has_one_case_per_budget() {
     assert_eq!(suite.attribute("failures"), Some("1"));
     let cases: Vec<_> = suite.children().filter(|n| n.has_tag_name("testcase")).collect();
     assert_eq!(cases[0].attribute("name"), Some("leaked_bytes > 0"));
-    assert_eq!(cases[0].attribute("classname"), Some("memscope.leaked_bytes"));
+    assert_eq!(cases[0].attribute("classname"), Some("memscope.budgets"));
     let failure = cases[0].children().find(|n| n.has_tag_name("failure")).unwrap();
     assert_eq!(
         failure.attribute("message"),

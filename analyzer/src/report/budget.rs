@@ -16,10 +16,12 @@
 //! column     := call_site | type | thread | file
 //! unit       := B | KB | MB | GB | TB | KiB | MiB | GiB | TiB
 //!             | ns | us | ms | s | %
+//! string     := '"' text '"' | "'" text "'"   (\" or \' and \\ escape)
 //! ```
 //!
 //! `~` is a regular-expression match (Rust `regex` syntax), `=` exact
-//! equality; conditions in one `[...]` must all hold. Allocations without a
+//! equality; conditions in one `[...]`, separated by `,` or `and`, must all
+//! hold. Allocations without a
 //! call site, type or thread name match as the text `(unknown)`. Decimal
 //! units are powers of 1000, binary ones powers of 1024; `%` divides by 100
 //! (`baseline.peak_bytes * 110%`).
@@ -117,6 +119,8 @@ pub enum Unit {
     Bytes,
     /// Nanoseconds.
     Nanoseconds,
+    /// A quotient of like quantities (`leaked_bytes / allocated_bytes`).
+    Ratio,
 }
 
 /// A column of `allocations` a budget can filter on.
@@ -332,10 +336,21 @@ impl Expr {
         }
     }
 
-    /// The unit of the expression's value: that of its first metric, else
-    /// a count.
-    pub fn unit(&self) -> Unit {
-        self.metrics().first().map_or(Unit::Count, |m| m.metric.unit())
+    /// The unit of the expression's value; `None` for a plain number.
+    /// Scaling keeps a unit (`peak_bytes * 1.1` is bytes), a quotient of
+    /// like units is a [`Unit::Ratio`], anything else mixed is a count.
+    pub fn unit(&self) -> Option<Unit> {
+        match self {
+            Expr::Number(_) => None,
+            Expr::Metric(m) => Some(m.metric.unit()),
+            Expr::Negate(e) => e.unit(),
+            Expr::Binary(a, op, b) => match (a.unit(), op, b.unit()) {
+                (u, _, None) | (None, Arith::Add | Arith::Sub | Arith::Mul, u) => u,
+                (Some(x), Arith::Add | Arith::Sub, Some(y)) if x == y => Some(x),
+                (Some(x), Arith::Div, Some(y)) if x == y => Some(Unit::Ratio),
+                _ => Some(Unit::Count),
+            },
+        }
     }
 }
 
@@ -348,6 +363,8 @@ pub struct Budget {
     pub text: String,
     /// Left side; its first metric is what the budget limits.
     pub left: Expr,
+    /// The left side as written.
+    pub left_text: String,
     /// The comparison.
     pub compare: Compare,
     /// Right side: the limit.
@@ -364,8 +381,8 @@ impl Budget {
     pub fn parse(text: &str) -> Result<Budget> {
         let mut p = Parser { text, tokens: lex(text)?, at: 0 };
         let left = p.expr()?;
-        let compare = match p.next() {
-            Some((Token::Compare(c), _)) => c,
+        let (compare, compare_at) = match p.next() {
+            Some((Token::Compare(c), at)) => (c, at),
             other => return Err(p.error(other, "a comparison (>, >=, <, <=, ==, !=)")),
         };
         let right = p.expr()?;
@@ -375,6 +392,7 @@ impl Budget {
         let budget = Budget {
             name: text.trim().to_string(),
             text: text.trim().to_string(),
+            left_text: text[..compare_at].trim().to_string(),
             left,
             compare,
             right,
@@ -623,7 +641,7 @@ fn unit_factor(unit: &str) -> Option<f64> {
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
         "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "us" | "µs" => 1e3,
+        "us" => 1e3,
         "ms" => 1e6,
         "s" => 1e9,
         "%" => 0.01,
@@ -877,5 +895,18 @@ mod tests {
         assert!(!Compare::Greater.holds(1.0, 1.0));
         assert!(Compare::LessEqual.holds(1.0, 1.0));
         assert!(Compare::NotEqual.holds(1.0, 2.0));
+    }
+
+    #[test]
+    fn units_follow_the_arithmetic() {
+        let unit = |t: &str| Budget::parse(t).unwrap().left.unit();
+        assert_eq!(unit("peak_bytes * 1.1 > 0"), Some(Unit::Bytes));
+        assert_eq!(unit("leaked_bytes / allocated_bytes > 1%"), Some(Unit::Ratio));
+        assert_eq!(unit("allocations / duration_ns > 1"), Some(Unit::Count));
+        assert_eq!(unit("64MiB < peak_bytes"), None);
+        assert_eq!(Budget::parse("64MiB < peak_bytes").unwrap().right.unit(), Some(Unit::Bytes));
+        let b = Budget::parse(r#"leaked_bytes[call_site = "<Vec<u8> as Drop>::drop"] * 2 > 0"#)
+            .unwrap();
+        assert_eq!(b.left_text, r#"leaked_bytes[call_site = "<Vec<u8> as Drop>::drop"] * 2"#);
     }
 }

@@ -73,8 +73,9 @@ impl Change {
     }
 }
 
-/// Every call site and type that changed, largest change first (call
-/// sites before types at equal size).
+/// Every call site and type that changed, largest change first: by the
+/// largest absolute change of leaked, peak or allocated bytes, then of
+/// allocations, then call sites before types, then by name.
 ///
 /// # Errors
 ///

@@ -14,7 +14,8 @@ use crate::query::Rows;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Temporary {
     /// heaptrack's definition: freed before its thread's next allocation
-    /// started (per thread, since threads allocate concurrently).
+    /// started (per thread, since threads allocate concurrently). A thread's
+    /// last allocation has no next one and is never temporary.
     #[default]
     NextAllocation,
     /// Freed within this many nanoseconds of its allocation.
@@ -35,7 +36,7 @@ impl FromStr for Temporary {
         let (number, unit) = s.split_at(split);
         let factor = match unit.trim() {
             "" | "ns" => 1.0,
-            "us" | "µs" => 1e3,
+            "us" => 1e3,
             "ms" => 1e6,
             "s" => 1e9,
             _ => return Err(format!("{s:?}: expected `next` or a duration such as 10us, 1ms")),
@@ -101,9 +102,7 @@ fn sql(m: &MetricRef, temporary: Temporary, group: Option<Column>) -> String {
         Metric::TemporaryAllocations => {
             let (from, predicate) = (from.clone(), predicate.clone());
             let extra = match temporary {
-                Temporary::NextAllocation => {
-                    "(n.next_ts_ns IS NULL OR a.free_ts_ns < n.next_ts_ns)".to_string()
-                }
+                Temporary::NextAllocation => "a.free_ts_ns < n.next_ts_ns".to_string(),
                 Temporary::Within(ns) => format!("a.lifetime_ns <= {ns}"),
             };
             format!(
@@ -160,7 +159,7 @@ pub async fn value(ctx: &SessionContext, m: &MetricRef, temporary: Temporary) ->
 }
 
 /// The call site (or, with `by = Column::Type`, the type) contributing
-/// most to `m`, with its share; `None` for metrics not made of allocations
+/// most to `m`, with its part of `m` (in `m`'s unit); `None` for metrics not made of allocations
 /// or when nothing contributes.
 ///
 /// # Errors

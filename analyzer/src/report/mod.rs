@@ -19,7 +19,7 @@ use std::path::Path;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
-use self::budget::{Budget, Column, Metric, MetricRef};
+use self::budget::{Budget, Column, Metric, MetricRef, Unit};
 use self::metrics::Temporary;
 use crate::error::{Error, Result};
 use crate::query::{self, Rows};
@@ -142,7 +142,7 @@ pub struct Totals {
 pub struct Group {
     /// The call site (function) or type; `(unknown)` when not known.
     pub name: String,
-    /// `file:line` of the call site (the first such line), when known.
+    /// `file:line` of the call site, from its first allocation, when known.
     pub location: Option<String>,
     /// Allocations.
     pub allocations: u64,
@@ -224,25 +224,30 @@ pub struct BudgetResult {
     pub metric: String,
     /// Whether the budget failed (its expression held).
     pub failed: bool,
-    /// Value of the left side.
-    pub actual: f64,
-    /// Value of the right side: the limit.
-    pub limit: f64,
-    /// Unit of both: `bytes`, `ns` or `count`.
+    /// Value of the left side; `None` when it is not a finite number.
+    pub actual: Option<f64>,
+    /// Value of the right side, the limit; `None` when it is not a finite
+    /// number.
+    pub limit: Option<f64>,
+    /// Unit of both: `bytes`, `ns`, `count` or `ratio`.
     pub unit: &'static str,
     /// One short line: metric, actual, limit and top contributor.
     pub message: String,
-    /// The call site contributing most to the metric, and its share.
+    /// What contributes most to the budget's metric (see [`Contributor`]);
+    /// only for a failed budget.
     pub top_contributor: Option<Contributor>,
 }
 
-/// What contributes most to a metric.
+/// What contributes most to a metric: the call site, or the type when the
+/// budget's filter already names call sites.
 #[derive(Clone, Debug, Serialize)]
 pub struct Contributor {
-    /// Call site (or type, without call sites).
+    /// The call site or type.
     pub name: String,
     /// Its part of the metric.
     pub value: f64,
+    /// The metric's unit: `bytes`, `ns` or `count`.
+    pub unit: &'static str,
 }
 
 impl Report {
@@ -339,64 +344,60 @@ async fn evaluate(
         let value = |m: &MetricRef| values.get(m).copied().unwrap_or(f64::NAN);
         let actual = budget.left.eval(&value);
         let limit = budget.right.eval(&value);
-        let failed = budget.compare.holds(actual, limit);
+        // A side that is not a number (a division by zero) cannot pass.
+        let evaluable = actual.is_finite() && limit.is_finite();
+        let failed = !evaluable || budget.compare.holds(actual, limit);
         let subject = budget.subject();
-        let unit = budget.left.unit();
-        let top_contributor = if failed && !subject.baseline {
+        let unit = budget.left.unit().or(budget.right.unit()).unwrap_or(Unit::Count);
+        let top_contributor = if failed && evaluable && !subject.baseline {
             let by = if subject.filter.iter().any(|c| c.column == Column::CallSite) {
                 Column::Type
             } else {
                 Column::CallSite
             };
-            metrics::top_contributor(ctx, subject, options.temporary, by)
-                .await?
-                .map(|(name, value)| Contributor { name, value })
+            metrics::top_contributor(ctx, subject, options.temporary, by).await?.map(
+                |(name, value)| Contributor {
+                    name,
+                    value,
+                    unit: units::name(subject.metric.unit()),
+                },
+            )
         } else {
             None
         };
         let mut message = format!(
             "{}: {} {} {} {}",
             if failed { "FAILED" } else { "ok" },
-            budget.left_text(),
+            budget.left_text,
             units::format(actual, unit),
             budget.compare.symbol(),
             units::format(limit, unit),
         );
+        if !evaluable {
+            message.push_str(
+                " (cannot be compared: a side is not a finite number, e.g. a division by zero)",
+            );
+        }
         if budget.name != budget.text {
             message = format!("{} ({})", message, budget.name);
         }
         if let Some(c) = &top_contributor {
-            message.push_str(&format!("; top: {} {}", c.name, units::format(c.value, unit)));
+            let part = units::format(c.value, subject.metric.unit());
+            message.push_str(&format!("; top: {} {part}", c.name));
         }
         results.push(BudgetResult {
             name: budget.name.clone(),
             expression: budget.text.clone(),
             metric: subject.to_string(),
             failed,
-            actual,
-            limit,
+            actual: evaluable.then_some(actual),
+            limit: evaluable.then_some(limit),
             unit: units::name(unit),
             message,
             top_contributor,
         });
     }
     Ok(results)
-}
-
-impl Budget {
-    /// The left side as written, for messages.
-    fn left_text(&self) -> String {
-        match &self.left {
-            budget::Expr::Metric(m) => m.to_string(),
-            _ => self
-                .text
-                .split(self.compare.symbol())
-                .next()
-                .unwrap_or(&self.text)
-                .trim()
-                .to_string(),
-        }
-    }
 }
 
 async fn trace_info(ctx: &SessionContext, path: &Path) -> Result<TraceInfo> {
@@ -430,19 +431,19 @@ async fn trace_info(ctx: &SessionContext, path: &Path) -> Result<TraceInfo> {
 const LIVE_TABLE: &str = "memscope_report_live";
 
 /// Makes [`LIVE_TABLE`]: `(ts, live)`, the weighted bytes live after all
-/// events at time `ts` (deallocations counted before allocations at equal
-/// timestamps, as `queries/fragmentation.sql` does). One window over every
-/// allocation and deallocation, shared by the peak, the timeline and the
-/// groups' peak contributions.
+/// events at time `ts` (a window over all the events up to `ts`, its
+/// peers included). Events at one timestamp count as simultaneous, as if
+/// deallocations came first (as `queries/fragmentation.sql` orders them). One window over every allocation and deallocation,
+/// shared by the peak, the timeline and the groups' peak contributions.
 async fn live_bytes(ctx: &SessionContext) -> Result<()> {
     Rows::fetch(
         ctx,
         "report live bytes",
         &format!(
             "CREATE TABLE IF NOT EXISTS {LIVE_TABLE} AS
-             WITH d AS (SELECT alloc_ts_ns AS ts, 1 AS ord, size * weight AS delta FROM allocations
-                        UNION ALL SELECT free_ts_ns, 0, -(size * weight) FROM allocations WHERE free_ts_ns IS NOT NULL),
-                  r AS (SELECT ts, ord, SUM(delta) OVER (ORDER BY ts, ord ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS live FROM d)
+             WITH d AS (SELECT alloc_ts_ns AS ts, size * weight AS delta FROM allocations
+                        UNION ALL SELECT free_ts_ns, -(size * weight) FROM allocations WHERE free_ts_ns IS NOT NULL),
+                  r AS (SELECT ts, SUM(delta) OVER (ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS live FROM d)
              SELECT ts, MAX(live) AS live FROM r GROUP BY ts"
         ),
     )
@@ -512,7 +513,7 @@ pub(crate) async fn groups(ctx: &SessionContext, by: Column) -> Result<Vec<Group
     let key = by.sql();
     let location = match by {
         Column::CallSite => {
-            "MIN(CASE WHEN a.call_site_file IS NOT NULL THEN concat(CAST(a.call_site_file AS VARCHAR), ':', CAST(a.call_site_line AS VARCHAR)) END)"
+            "first_value(CASE WHEN a.call_site_file IS NOT NULL THEN concat(CAST(a.call_site_file AS VARCHAR), ':', coalesce(CAST(a.call_site_line AS VARCHAR), '?')) END ORDER BY a.alloc_ts_ns, a.alloc_id)"
         }
         _ => "CAST(NULL AS VARCHAR)",
     };
@@ -599,49 +600,60 @@ async fn size_histogram(ctx: &SessionContext) -> Result<Vec<Bucket>> {
 }
 
 async fn timeline(ctx: &SessionContext, duration_ns: i64) -> Result<Vec<TimePoint>> {
-    let span = duration_ns.max(1) + 1;
+    let span = duration_ns.max(1).saturating_add(1);
     let n = TIMELINE_POINTS;
     live_bytes(ctx).await?;
     let live = Rows::fetch(
         ctx,
         "report memory over time",
         &format!(
-            "SELECT CAST(greatest(ts, 0) AS DOUBLE) * {n} / {span} AS pos, live FROM {LIVE_TABLE}"
+            "SELECT CAST(greatest(ts, 0) AS DOUBLE) * {n} / {span} AS pos, live FROM {LIVE_TABLE} ORDER BY ts"
         ),
     )
     .await?;
     let rss = Rows::fetch(
         ctx,
         "report rss over time",
-        &format!("SELECT CAST(greatest(ts_ns, 0) AS DOUBLE) * {n} / {span} AS pos, rss_bytes AS live FROM rss"),
+        &format!(
+            "SELECT CAST(greatest(ts_ns, 0) AS DOUBLE) * {n} / {span} AS pos, rss_bytes AS live FROM rss ORDER BY ts_ns"
+        ),
     )
     .await?;
-    // Per interval, the largest value, then carried forward over intervals
-    // without events.
-    let fold = |rows: &Rows| -> Result<Vec<Option<f64>>> {
-        let mut out = vec![None; n as usize];
-        for (pos, v) in rows.f64("pos")?.into_iter().zip(rows.f64("live")?) {
-            if let (Some(pos), Some(v)) = (pos, v) {
-                let i = (pos.floor() as usize).min(n as usize - 1);
-                out[i] = Some(out[i].map_or(v, |o: f64| o.max(v)));
-            }
-        }
-        Ok(out)
-    };
-    let live = fold(&live)?;
-    let rss = fold(&rss)?;
-    let (mut last_live, mut last_rss) = (0.0, None);
+    let live = fold(&live, n as usize, Some(0.0))?;
+    let rss = fold(&rss, n as usize, None)?;
     Ok((0..n as usize)
-        .map(|i| {
-            last_live = live[i].unwrap_or(last_live);
-            last_rss = rss[i].or(last_rss);
-            TimePoint {
-                ts_ns: (i as i64 * span) / n,
-                live_bytes: round(Some(last_live)),
-                rss_bytes: last_rss.map(|v| round(Some(v))),
-            }
+        .map(|i| TimePoint {
+            ts_ns: (i as i128 * span as i128 / n as i128) as i64,
+            live_bytes: round(live[i]),
+            rss_bytes: rss[i].map(|v| round(Some(v))),
         })
         .collect())
+}
+
+/// Per interval of `n`, the largest value of a step function given as
+/// time-ordered `(pos, value)` rows (`pos` in intervals): the value carried
+/// in from before the interval counts, and each interval carries its last
+/// value forward. `start` is the value before the first row.
+fn fold(rows: &Rows, n: usize, start: Option<f64>) -> Result<Vec<Option<f64>>> {
+    let mut out = vec![None; n];
+    let mut current = start;
+    let mut points = rows.f64("pos")?.into_iter().zip(rows.f64("live")?).peekable();
+    for (i, slot) in out.iter_mut().enumerate() {
+        let mut high = current;
+        while let Some(&(pos, v)) = points.peek() {
+            let at = pos.map_or(0, |p| (p.max(0.0).floor() as usize).min(n - 1));
+            if at > i {
+                break;
+            }
+            points.next();
+            if let Some(v) = v {
+                high = Some(high.map_or(v, |h: f64| h.max(v)));
+                current = Some(v);
+            }
+        }
+        *slot = high;
+    }
+    Ok(out)
 }
 
 async fn fragmentation(ctx: &SessionContext) -> Result<Vec<Fragmentation>> {
@@ -666,4 +678,43 @@ async fn fragmentation(ctx: &SessionContext) -> Result<Vec<Fragmentation>> {
             fragmentation: fragmentation[i],
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Float64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn rows(points: &[(f64, f64)]) -> Rows {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("pos", DataType::Float64, false),
+            Field::new("live", DataType::Float64, false),
+        ]));
+        let pos = Float64Array::from_iter_values(points.iter().map(|p| p.0));
+        let live = Float64Array::from_iter_values(points.iter().map(|p| p.1));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(pos), Arc::new(live)]).unwrap();
+        Rows::from_batches("test", vec![batch])
+    }
+
+    #[test]
+    fn timeline_keeps_highs_and_carries_the_last_value() {
+        // 1 GiB allocated in interval 0 and freed in interval 1; idle after.
+        let live = rows(&[(0.2, 1e9), (1.5, 0.0)]);
+        assert_eq!(
+            fold(&live, 4, Some(0.0)).unwrap(),
+            [Some(1e9), Some(1e9), Some(0.0), Some(0.0)]
+        );
+        // A high inside an interval shows even when it ends lower; the value
+        // carried into an interval counts for it.
+        let live = rows(&[(0.1, 5.0), (0.2, 50.0), (0.3, 7.0), (2.0, 3.0)]);
+        assert_eq!(fold(&live, 3, Some(0.0)).unwrap(), [Some(50.0), Some(7.0), Some(7.0)]);
+        // RSS: nothing before its first sample.
+        let rss = rows(&[(1.5, 10.0)]);
+        assert_eq!(fold(&rss, 3, None).unwrap(), [None, Some(10.0), Some(10.0)]);
+    }
 }

@@ -165,7 +165,7 @@ pub(crate) fn sections(r: &Report) -> Vec<Section> {
                 count(t.leaked_allocations as f64)
             ),
         ),
-        kv("temporary", format!("{} allocations", count(t.temporary_allocations as f64))),
+        kv("temporary allocations", count(t.temporary_allocations as f64)),
     ];
     if let Some(peak) = t.peak_rss_bytes {
         overview.push(kv(
@@ -212,18 +212,15 @@ pub(crate) fn sections(r: &Report) -> Vec<Section> {
                 .budgets
                 .iter()
                 .map(|b| {
-                    let unit = match b.unit {
-                        "bytes" => Unit::Bytes,
-                        "ns" => Unit::Nanoseconds,
-                        _ => Unit::Count,
-                    };
+                    let unit = units::parse(b.unit);
+                    let value = |v: Option<f64>| v.map_or("–".into(), |v| units::format(v, unit));
                     vec![
                         Cell::Text(if b.failed { "FAILED" } else { "ok" }.into()),
                         Cell::Code(b.name.clone()),
-                        Cell::Text(units::format(b.actual, unit)),
-                        Cell::Text(units::format(b.limit, unit)),
+                        Cell::Text(value(b.actual)),
+                        Cell::Text(value(b.limit)),
                         Cell::Code(b.top_contributor.as_ref().map_or(String::new(), |c| {
-                            format!("{} ({})", c.name, units::format(c.value, unit))
+                            format!("{} ({})", c.name, units::format(c.value, units::parse(c.unit)))
                         })),
                     ]
                 })
@@ -330,7 +327,7 @@ pub(crate) fn sections(r: &Report) -> Vec<Section> {
     out.push(Section {
         title: "Fragmentation".into(),
         note: Some(
-            "1 − largest gap / free bytes between live blocks (queries/fragmentation.sql): 0 is one hole, near 1 many small ones."
+            "1 − largest gap / free bytes between live blocks (queries/fragmentation.sql): 0 is one hole, near 1 many small ones. Not meaningful for a sampled trace."
                 .into(),
         ),
         headers: vec!["at", "time", "live blocks", "live", "free between", "largest gap", "fragmentation"],
@@ -384,18 +381,35 @@ fn text(r: &Report) -> String {
     out
 }
 
-/// Markdown inline code for `s`, safe inside a table cell.
+/// Markdown inline code for `s`, safe inside a table cell: `|` escaped,
+/// line breaks as spaces, fenced by more backticks than `s` holds in a row.
 fn code(s: &str) -> String {
     if s.is_empty() {
         return String::new();
     }
-    let s = s.replace('|', "\\|");
-    if s.contains('`') { format!("`` {s} ``") } else { format!("`{s}`") }
+    let s = s.replace(['\n', '\r'], " ").replace('|', "\\|");
+    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    if longest > 0 { format!("{fence} {s} {fence}") } else { format!("{fence}{s}{fence}") }
 }
 
-/// Plain text safe inside a Markdown table cell.
+/// Plain text safe inside a Markdown table cell: Markdown's punctuation
+/// and HTML's angle brackets escaped, line breaks as spaces.
 fn plain(s: &str) -> String {
-    s.replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '|' | '*' | '_' | '`' | '[' | ']' | '#' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn markdown(r: &Report) -> String {
@@ -411,7 +425,7 @@ fn markdown(r: &Report) -> String {
     if !r.budgets.is_empty() {
         out.push_str(&format!("**{}**\n\n", verdict(r)));
         for b in r.budgets.iter().filter(|b| b.failed) {
-            out.push_str(&format!("- {}\n", plain(&b.message)));
+            out.push_str(&format!("- {}\n", code(&b.message)));
         }
         if failed {
             out.push('\n');
@@ -457,7 +471,7 @@ fn junit(r: &Report) -> Result<String> {
             TestCaseStatus::success()
         };
         let mut case = TestCase::new(b.name.clone(), status);
-        case.set_classname(format!("memscope.{}", b.metric.split('[').next().unwrap_or("budget")));
+        case.set_classname("memscope.budgets");
         case.set_system_out(format!("{}\n", b.message));
         suite.add_test_case(case);
     }

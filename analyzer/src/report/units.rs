@@ -9,6 +9,7 @@ pub fn format(v: f64, unit: Unit) -> String {
         Unit::Bytes => bytes(v),
         Unit::Nanoseconds => nanoseconds(v),
         Unit::Count => count(v),
+        Unit::Ratio => ratio(v),
     }
 }
 
@@ -18,6 +19,17 @@ pub fn name(unit: Unit) -> &'static str {
         Unit::Bytes => "bytes",
         Unit::Nanoseconds => "ns",
         Unit::Count => "count",
+        Unit::Ratio => "ratio",
+    }
+}
+
+/// The unit named `name` (see [`name`]); a count when unknown.
+pub fn parse(name: &str) -> Unit {
+    match name {
+        "bytes" => Unit::Bytes,
+        "ns" => Unit::Nanoseconds,
+        "ratio" => Unit::Ratio,
+        _ => Unit::Count,
     }
 }
 
@@ -80,6 +92,15 @@ pub fn change(v: f64, unit: Unit) -> String {
     if v > 0.0 { format!("+{s}") } else { s }
 }
 
+/// A ratio to four significant digits: `0.01250`, `1.400`, `12.00`.
+pub fn ratio(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return format!("{v}");
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    format!("{v:.decimals$}")
+}
+
 /// Three significant digits: `1.50`, `12.3`, `512`.
 fn three_digits(x: f64) -> String {
     let a = x.abs();
@@ -111,5 +132,8 @@ mod tests {
         assert_eq!(count(999.0), "999");
         assert_eq!(change(1536.0, Unit::Bytes), "+1.50 KiB");
         assert_eq!(change(-3.0, Unit::Count), "-3");
+        assert_eq!(format(0.0125, Unit::Ratio), "0.01250");
+        assert_eq!(format(1.4, Unit::Ratio), "1.400");
+        assert_eq!(format(f64::NAN, Unit::Ratio), "NaN");
     }
 }
