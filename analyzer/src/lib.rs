@@ -10,14 +10,16 @@ A trace goes through these stages, each with its entry point:
 1. [`decode::TraceFile::open`] maps the file and checks its header;
    [`decode::TraceFile::decode`] decodes its blocks in parallel (rayon).
 2. [`model::TraceData::build`] merges the threads' events into one time
-   order and [`pairing`] pairs each allocation with the event that ended it.
+   order and [`pairing`] pairs each allocation with the event that ended it
+   (what it cannot pair becomes the `anomalies` table).
 3. [`tables::build`] turns the result into Arrow record batches for the
-   tables `allocations`, `events`, `stacks`, `frames`, `modules`, `rss`,
-   `threads` and `trace` ([`stacks`] symbolizes the call stacks), whose
-   columns are defined in `memscope_schema::tables`.
+   tables `allocations`, `anomalies`, `events`, `stacks`, `frames`,
+   `modules`, `rss`, `threads` and `trace` ([`stacks`] symbolizes the call
+   stacks), whose columns are defined in `memscope_schema::tables`.
 4. [`query`] registers them with a DataFusion session and runs SQL files;
    [`output`] prints or writes the results; [`convert`] writes the tables as
-   Parquet; [`flamegraph`] draws allocations by call stack.
+   Parquet; [`flamegraph`] draws allocations by call stack; [`report`]
+   summarizes a trace, checks budgets and diffs two traces.
 
 [`load`] runs stages 1 to 3, and [`Input::open`] also accepts a directory
 written by `convert`.

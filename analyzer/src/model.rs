@@ -81,8 +81,10 @@ pub struct TraceData {
     /// For each event, the `alloc_id` it starts, ends or tags
     /// ([`crate::pairing::NONE_U64`] when unmatched).
     pub event_alloc_id: Vec<u64>,
-    /// What pairing could not match.
+    /// What pairing could not match, counted.
     pub anomalies: Anomalies,
+    /// What pairing could not match, event by event.
+    pub anomaly_rows: Vec<crate::pairing::Anomaly>,
     /// Threads by thread id.
     pub threads: Vec<Thread>,
     /// String definitions by id.
@@ -169,6 +171,7 @@ impl TraceData {
             allocations,
             event_alloc_id: paired.event_alloc_id,
             anomalies: paired.anomalies,
+            anomaly_rows: paired.anomaly_rows,
             threads,
             strings,
             end,

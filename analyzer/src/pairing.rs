@@ -106,8 +106,11 @@ impl Allocations {
 /// Events that matched nothing during pairing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Anomalies {
-    /// Deallocations of addresses with no live allocation (usually blocks
-    /// allocated before recording began).
+    /// Deallocations of addresses with no live allocation whose last block
+    /// there was already deallocated: double frees.
+    pub double_deallocations: u64,
+    /// Deallocations of addresses with no live allocation and no earlier
+    /// deallocated block (usually blocks allocated before recording began).
     pub unknown_deallocations: u64,
     /// Reallocations of addresses with no live allocation.
     pub unknown_reallocations: u64,
@@ -116,6 +119,57 @@ pub struct Anomalies {
     pub overlapping_allocations: u64,
     /// Tags whose address lies in no live allocation.
     pub unmatched_tags: u64,
+}
+
+/// What kind of anomaly an [`Anomaly`] is; its name is the `kind` of the
+/// `anomalies` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnomalyKind {
+    /// A deallocation of a block already deallocated.
+    DoubleDeallocation,
+    /// A deallocation of an address never allocated in the trace.
+    UnknownDeallocation,
+    /// A reallocation of an address with no live allocation.
+    UnknownReallocation,
+    /// An allocation at an address still live: a deallocation is missing.
+    OverlappingAllocation,
+    /// A tag whose address is in no live allocation.
+    UnmatchedTag,
+}
+
+impl AnomalyKind {
+    /// Every kind, in the order of its codes.
+    pub const ALL: [AnomalyKind; 5] = [
+        AnomalyKind::DoubleDeallocation,
+        AnomalyKind::UnknownDeallocation,
+        AnomalyKind::UnknownReallocation,
+        AnomalyKind::OverlappingAllocation,
+        AnomalyKind::UnmatchedTag,
+    ];
+
+    /// The name in the `anomalies` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::DoubleDeallocation => "double_deallocation",
+            AnomalyKind::UnknownDeallocation => "unknown_deallocation",
+            AnomalyKind::UnknownReallocation => "unknown_reallocation",
+            AnomalyKind::OverlappingAllocation => "overlapping_allocation",
+            AnomalyKind::UnmatchedTag => "unmatched_tag",
+        }
+    }
+}
+
+/// One event pairing could not match as a well-behaved program would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anomaly {
+    /// Index of the event (its `event_id`).
+    pub event: usize,
+    /// What is wrong.
+    pub kind: AnomalyKind,
+    /// The allocation involved: for a double deallocation the one already
+    /// deallocated, for an overlapping allocation the one it ended;
+    /// [`NONE_U64`] otherwise.
+    pub alloc_id: u64,
 }
 
 /// The result of pairing.
@@ -129,8 +183,10 @@ pub struct Paired {
     /// For each event, the size in bytes of the block a deallocation freed
     /// (0 when unknown); for other kinds the event's own size.
     pub event_size: Vec<u64>,
-    /// What did not match.
+    /// What did not match, counted.
     pub anomalies: Anomalies,
+    /// What did not match, event by event, in event order.
+    pub anomaly_rows: Vec<Anomaly>,
 }
 
 /// A tag event and the allocation row it applies to.
@@ -156,6 +212,10 @@ pub fn pair(events: &Events) -> Paired {
     // Deallocations (or reallocations) seen early, by event index, with the
     // allocation row they end (see `overlap`).
     let mut late_ends: FxHashMap<usize, u32> = FxHashMap::default();
+    // The last allocation deallocated at each address not live again since,
+    // to tell a double deallocation from one of an unknown address.
+    let mut freed: FxHashMap<u64, u64> = FxHashMap::default();
+    let mut rows: Vec<Anomaly> = Vec::new();
     let mut tags = events.tags.iter();
 
     for i in 0..n {
@@ -164,8 +224,17 @@ pub fn pair(events: &Events) -> Paired {
                 let row = allocs.start(events, i, NONE_U64);
                 from_row.push(NO_ROW);
                 event_alloc_id[i] = i as u64;
+                freed.remove(&events.address[i]);
                 if let Some(prev) = live.insert(events.address[i], row) {
-                    overlap(events, i, prev, &mut allocs, &mut late_ends, &mut anomalies);
+                    overlap(
+                        events,
+                        i,
+                        prev,
+                        &mut allocs,
+                        &mut late_ends,
+                        &mut anomalies,
+                        &mut rows,
+                    );
                 }
             }
             kind::DEALLOCATION => {
@@ -178,8 +247,26 @@ pub fn pair(events: &Events) -> Paired {
                         allocs.end(row as usize, events, i);
                         event_alloc_id[i] = allocs.alloc_id[row as usize];
                         event_size[i] = allocs.size[row as usize];
+                        freed.insert(events.address[i], allocs.alloc_id[row as usize]);
                     }
-                    None => anomalies.unknown_deallocations += 1,
+                    None => match freed.get(&events.address[i]) {
+                        Some(&before) => {
+                            anomalies.double_deallocations += 1;
+                            rows.push(Anomaly {
+                                event: i,
+                                kind: AnomalyKind::DoubleDeallocation,
+                                alloc_id: before,
+                            });
+                        }
+                        None => {
+                            anomalies.unknown_deallocations += 1;
+                            rows.push(Anomaly {
+                                event: i,
+                                kind: AnomalyKind::UnknownDeallocation,
+                                alloc_id: NONE_U64,
+                            });
+                        }
+                    },
                 }
             }
             kind::REALLOCATION => {
@@ -189,6 +276,11 @@ pub fn pair(events: &Events) -> Paired {
                 };
                 if old.is_none() {
                     anomalies.unknown_reallocations += 1;
+                    rows.push(Anomaly {
+                        event: i,
+                        kind: AnomalyKind::UnknownReallocation,
+                        alloc_id: NONE_U64,
+                    });
                 }
                 let from = old.map_or(NONE_U64, |o| allocs.alloc_id[o as usize]);
                 let row = allocs.start(events, i, from);
@@ -198,8 +290,23 @@ pub fn pair(events: &Events) -> Paired {
                     allocs.realloc_to[old] = i as u64;
                 }
                 event_alloc_id[i] = i as u64;
+                freed.remove(&events.address[i]);
+                if events.old_address[i] != events.address[i]
+                    && let Some(old) = old
+                {
+                    // The old block's address is free now.
+                    freed.insert(events.old_address[i], allocs.alloc_id[old as usize]);
+                }
                 if let Some(prev) = live.insert(events.address[i], row) {
-                    overlap(events, i, prev, &mut allocs, &mut late_ends, &mut anomalies);
+                    overlap(
+                        events,
+                        i,
+                        prev,
+                        &mut allocs,
+                        &mut late_ends,
+                        &mut anomalies,
+                        &mut rows,
+                    );
                 }
             }
             _ => {
@@ -215,11 +322,18 @@ pub fn pair(events: &Events) -> Paired {
     if !misses.is_empty() {
         let resolved = resolve_interior_tags(events, &allocs, &misses);
         anomalies.unmatched_tags = (misses.len() - resolved.len()) as u64;
+        let found: rustc_hash::FxHashSet<usize> = resolved.iter().map(|h| h.event).collect();
+        rows.extend(misses.iter().filter(|m| !found.contains(&m.0)).map(|m| Anomaly {
+            event: m.0,
+            kind: AnomalyKind::UnmatchedTag,
+            alloc_id: NONE_U64,
+        }));
+        rows.sort_unstable_by_key(|a| a.event);
         hits.extend(resolved);
         hits.sort_unstable_by_key(|h| h.event);
     }
     apply_tags(&mut allocs, &hits, &from_row, &mut event_alloc_id);
-    Paired { allocations: allocs, event_alloc_id, event_size, anomalies }
+    Paired { allocations: allocs, event_alloc_id, event_size, anomalies, anomaly_rows: rows }
 }
 
 /// How far apart in time two events of different threads may be recorded
@@ -242,6 +356,7 @@ fn overlap(
     allocs: &mut Allocations,
     late_ends: &mut FxHashMap<usize, u32>,
     anomalies: &mut Anomalies,
+    rows: &mut Vec<Anomaly>,
 ) {
     let address = events.address[i];
     let limit = (i + 1 + REORDER_LOOKAHEAD).min(events.len());
@@ -262,6 +377,11 @@ fn overlap(
         }
         None => {
             anomalies.overlapping_allocations += 1;
+            rows.push(Anomaly {
+                event: i,
+                kind: AnomalyKind::OverlappingAllocation,
+                alloc_id: allocs.alloc_id[prev as usize],
+            });
             allocs.end(prev as usize, events, i);
         }
     }

@@ -18,7 +18,7 @@ use memscope_schema::tables::{self, Table, event_kind};
 use crate::decode::kind;
 use crate::error::{Error, Result};
 use crate::model::TraceData;
-use crate::pairing::NONE_U64;
+use crate::pairing::{AnomalyKind, NONE_U64};
 use crate::stacks::TypeSource;
 use rustc_hash::FxHashMap;
 
@@ -61,6 +61,7 @@ pub fn build(data: &TraceData) -> Result<Vec<TableData>> {
             "stacks" => stacks(data),
             "frames" => frames(data),
             "modules" => modules(data),
+            "anomalies" => anomalies(data),
             other => unreachable!("table {other} has no builder"),
         };
         out.push(batch(table, columns)?);
@@ -256,6 +257,31 @@ fn modules(data: &TraceData) -> Vec<ArrayRef> {
         Arc::new(UInt64Array::from_iter_values(m.iter().map(|m| m.bias))),
         Arc::new(StringArray::from_iter_values(m.iter().map(|m| m.symbols.name()))),
         Arc::new(StringArray::from_iter(m.iter().map(|m| m.symbol_file.as_deref()))),
+    ]
+}
+
+fn anomalies(data: &TraceData) -> Vec<ArrayRef> {
+    let rows = &data.anomaly_rows;
+    let e = &data.events;
+    let codes = Int32Array::from_iter_values(
+        rows.iter().map(|a| AnomalyKind::ALL.iter().position(|&k| k == a.kind).unwrap_or(0) as i32),
+    );
+    let names = Arc::new(StringArray::from_iter_values(AnomalyKind::ALL.iter().map(|k| k.name())));
+    vec![
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.event as u64))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| e.ts_ns[a.event]))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| e.thread_id[a.event]))),
+        Arc::new(
+            DictionaryArray::<Int32Type>::try_new(codes, names)
+                .expect("anomaly codes index the kind names"),
+        ),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| match a.kind {
+            AnomalyKind::UnknownReallocation => e.old_address[a.event],
+            _ => e.address[a.event],
+        }))),
+        Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|a| (a.alloc_id != NONE_U64).then_some(a.alloc_id)),
+        )),
     ]
 }
 

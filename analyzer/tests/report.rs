@@ -277,6 +277,61 @@ fn baseline_budgets_and_comparison() {
 }
 
 #[test]
+fn anomalies_are_data_in_a_table_and_a_report_line() {
+    let f = Fixture::new();
+    let t = write_trace(f.dir.path(), "anomalies.trace", |w| {
+        let main = |w: &mut TraceWriter, r: Record<'_>| w.push(1, 100, &r);
+        main(w, alloc(10, 0x1000, 16));
+        main(w, free(20, 0x1000));
+        main(w, free(30, 0x1000)); // double deallocation of alloc 0
+        main(w, free(40, 0x9000)); // never allocated
+        main(w, realloc(50, 0x7000, 0x7100, 8)); // reallocation of an unknown address
+        main(w, alloc(60, 0x2000, 32));
+        main(w, alloc(70, 0x2000, 32)); // the first block's deallocation is missing
+        main(w, tag(80, 0x5000, 0, 0)); // tags nothing
+        main(w, alloc(90, 0x1000, 16)); // the address is live again: no longer double freed
+        main(w, free(95, 0x1000));
+    });
+    let got = lines(
+        &t,
+        "SELECT event_id, ts_ns, thread_id, kind, address, alloc_id FROM anomalies ORDER BY event_id",
+    );
+    assert_eq!(
+        got,
+        [
+            "2|30|1|double_deallocation|4096|0",
+            "3|40|1|unknown_deallocation|36864|",
+            "4|50|1|unknown_reallocation|28672|",
+            "6|70|1|overlapping_allocation|8192|5",
+            "7|80|1|unmatched_tag|20480|",
+        ]
+    );
+    let out = f.run(&["report", "anomalies.trace", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts: Vec<(&str, u64)> = r["totals"]["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["kind"].as_str().unwrap(), a["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("double_deallocation", 1),
+            ("overlapping_allocation", 1),
+            ("unknown_deallocation", 1),
+            ("unknown_reallocation", 1),
+            ("unmatched_tag", 1)
+        ]
+    );
+    let text = stdout(&f.run(&["report", "anomalies.trace"]));
+    assert!(
+        text.contains("anomalies              1 double_deallocation, 1 overlapping_allocation"),
+        "{text}"
+    );
+}
+
+#[test]
 fn ratios_and_divisions_by_zero() {
     let f = Fixture::new();
     let r = f.json(&[

@@ -232,6 +232,7 @@ fn events_and_threads_tables() {
     assert_eq!(
         l.data.anomalies,
         Anomalies {
+            double_deallocations: 0,
             unknown_deallocations: 1,
             unknown_reallocations: 0,
             overlapping_allocations: 0,

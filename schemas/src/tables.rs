@@ -504,9 +504,41 @@ pub const RSS: Table = Table {
     ],
 };
 
+/// `anomalies`: events that a well-behaved program does not produce.
+pub const ANOMALIES: Table = Table {
+    name: "anomalies",
+    doc: "One row per event that pairing could not match as a well-behaved program's: data about the traced program (or about events lost before recording began), not errors of the trace.",
+    columns: &[
+        col("event_id", UInt64, false, None, "The event (join with events.event_id)."),
+        col("ts_ns", Int64, false, NS, "Time of the event since the trace origin."),
+        col("thread_id", UInt32, false, None, "Thread of the event (join with threads.thread_id)."),
+        col(
+            "kind",
+            DictUtf8,
+            false,
+            None,
+            "'double_deallocation' (a block deallocated again), 'unknown_deallocation' (an address never allocated in the trace: usually allocated before recording began), 'unknown_reallocation' (a reallocation of such an address), 'overlapping_allocation' (an allocation at a live address: its deallocation is missing) or 'unmatched_tag' (a tag of no live block).",
+        ),
+        col(
+            "address",
+            UInt64,
+            false,
+            None,
+            "The address at fault: for unknown_reallocation the old address.",
+        ),
+        col(
+            "alloc_id",
+            UInt64,
+            true,
+            None,
+            "The allocation involved: for double_deallocation the one already deallocated, for overlapping_allocation the one it ended; NULL otherwise.",
+        ),
+    ],
+};
+
 /// Every table, in the order `tables` lists them.
-pub const TABLES: [&Table; 8] =
-    [&ALLOCATIONS, &EVENTS, &FRAMES, &MODULES, &RSS, &STACKS, &THREADS, &TRACE];
+pub const TABLES: [&Table; 9] =
+    [&ALLOCATIONS, &ANOMALIES, &EVENTS, &FRAMES, &MODULES, &RSS, &STACKS, &THREADS, &TRACE];
 
 impl Table {
     /// The table with this name, if any.

@@ -135,6 +135,18 @@ pub struct Totals {
     pub peak_rss_bytes: Option<u64>,
     /// The last RSS sample, in bytes; `None` without samples.
     pub end_rss_bytes: Option<u64>,
+    /// Events of the `anomalies` table by kind (double deallocations,
+    /// deallocations of unknown addresses, …); empty when there are none.
+    pub anomalies: Vec<AnomalyCount>,
+}
+
+/// How many anomalies of one kind the trace holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AnomalyCount {
+    /// `anomalies.kind`.
+    pub kind: String,
+    /// Rows of that kind.
+    pub count: u64,
 }
 
 /// One call site or type and what it allocated.
@@ -504,7 +516,27 @@ async fn totals(ctx: &SessionContext, temporary: Temporary) -> Result<Totals> {
         temporary_definition: temporary.to_string(),
         peak_rss_bytes: rss.u64("peak")?.first().copied().flatten(),
         end_rss_bytes: rss.u64("last")?.first().copied().flatten(),
+        anomalies: anomaly_counts(ctx).await?,
     })
+}
+
+/// Anomalies by kind; none for a dataset written before the table existed.
+async fn anomaly_counts(ctx: &SessionContext) -> Result<Vec<AnomalyCount>> {
+    if !ctx.table_exist("anomalies").unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let rows = Rows::fetch(
+        ctx,
+        "report anomalies",
+        "SELECT CAST(kind AS VARCHAR) AS kind, COUNT(*) AS n FROM anomalies GROUP BY kind ORDER BY kind",
+    )
+    .await?;
+    Ok(rows
+        .string("kind")?
+        .into_iter()
+        .zip(rows.u64("n")?)
+        .map(|(k, n)| AnomalyCount { kind: k.unwrap_or_default(), count: n.unwrap_or(0) })
+        .collect())
 }
 
 /// Per call site or per type: everything a [`Group`] holds, for all of

@@ -177,6 +177,11 @@ pub(crate) fn sections(r: &Report) -> Vec<Section> {
             ),
         ));
     }
+    if !t.anomalies.is_empty() {
+        let parts: Vec<String> =
+            t.anomalies.iter().map(|a| format!("{} {}", count(a.count as f64), a.kind)).collect();
+        overview.push(kv("anomalies", format!("{} (see the anomalies table)", parts.join(", "))));
+    }
     if !r.trace.finished {
         overview.push(kv(
             "warning",
