@@ -1,8 +1,8 @@
 //! `memscope-analyze`: SQL over memscope traces.
 //!
-//! Exit codes: 0 success; 2 usage error or failing SQL; 65 malformed or
-//! unsupported trace; 66 missing input; 70 internal error; 73 output exists
-//! (use `--force`); 74 I/O error.
+//! Exit codes: 0 success; 1 a budget failed; 2 usage error or failing SQL;
+//! 65 malformed or unsupported trace; 66 missing input; 70 internal error;
+//! 73 output exists (use `--force`); 74 I/O error; 130 interrupted.
 
 mod cli;
 
@@ -10,9 +10,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use memscope_analyzer::error::Error;
+use memscope_analyzer::output;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // Ctrl-C (or SIGTERM) stops a long query or conversion at once, without
+    // leaving a partial output file or its temporary file behind.
+    let interrupted = ctrlc::set_handler(|| {
+        output::remove_partial_outputs();
+        eprintln!("memscope-analyze: interrupted");
+        std::process::exit(130);
+    });
+    if let Err(e) = interrupted {
+        eprintln!("memscope-analyze: warning: Ctrl-C will not clean up partial outputs: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

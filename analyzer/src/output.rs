@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use datafusion::arrow::csv;
 use datafusion::arrow::json;
@@ -240,6 +241,7 @@ pub fn write_file_with(
         builder.permissions(fs::Permissions::from_mode(0o644));
     }
     let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let _partial = Partial::register(tmp.path());
     fill(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
     if force {
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
@@ -253,4 +255,54 @@ pub fn write_file_with(
         })?;
     }
     Ok(())
+}
+
+/// Temporary files being written, for [`remove_partial_outputs`].
+static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A temporary output registered in [`PARTIAL`] while it exists.
+struct Partial(PathBuf);
+
+impl Partial {
+    fn register(path: &Path) -> Partial {
+        PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
+        Partial(path.to_path_buf())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let mut partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+        partial.retain(|p| *p != self.0);
+    }
+}
+
+/// Deletes the temporary files of outputs still being written, so that an
+/// interrupted run (Ctrl-C) leaves neither a partial output nor its
+/// temporary file; the outputs already complete stay. Returns how many were
+/// deleted.
+pub fn remove_partial_outputs() -> usize {
+    let partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    partial.iter().filter(|p| fs::remove_file(p).is_ok()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_outputs_are_removed_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.csv");
+        let err = write_file_with(&out, false, |f| {
+            f.write_all(b"half")?;
+            // Interrupted here: the temporary file is removed, and nothing
+            // reaches `out`.
+            assert_eq!(remove_partial_outputs(), 1);
+            Ok(())
+        });
+        assert!(err.is_err(), "the temporary file was gone when persisting");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

@@ -460,3 +460,27 @@ fn unfinished_trace_warns_but_succeeds() {
     let out = analyze(&[t.to_str().unwrap(), "--sql", "leaks", "-q"]);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
+
+#[test]
+fn ctrl_c_stops_a_long_query_and_leaves_no_file() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_memscope-analyze"))
+        .args([t.to_str().unwrap(), "--sql", "SELECT count(*) AS n FROM range(100000000000)", "-o"])
+        .arg(out_dir.join("n.csv"))
+        .args(["--format", "csv"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("memscope-analyze: interrupted"), "{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
