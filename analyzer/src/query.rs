@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Float64Type, Int64Type, SchemaRef, UInt64Type,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
@@ -307,17 +309,22 @@ impl Rows {
             .collect()
     }
 
+    /// Column `name` cast to the primitive type `T` (NULL as `None`).
+    fn primitive<T: ArrowPrimitiveType>(&self, name: &str) -> Result<Vec<Option<T::Native>>> {
+        Ok(self
+            .cast(name, &T::DATA_TYPE)?
+            .iter()
+            .flat_map(|a| a.as_primitive::<T>().iter().collect::<Vec<_>>())
+            .collect())
+    }
+
     /// Column `name` as signed 64-bit integers (NULL as `None`).
     ///
     /// # Errors
     ///
     /// [`Error::Engine`] when there is no such column or it does not cast.
     pub fn i64(&self, name: &str) -> Result<Vec<Option<i64>>> {
-        Ok(self
-            .cast(name, &DataType::Int64)?
-            .iter()
-            .flat_map(|a| a.as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
-            .collect())
+        self.primitive::<Int64Type>(name)
     }
 
     /// Column `name` as unsigned 64-bit integers (NULL as `None`).
@@ -326,11 +333,7 @@ impl Rows {
     ///
     /// As [`Rows::i64`].
     pub fn u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
-        Ok(self
-            .cast(name, &DataType::UInt64)?
-            .iter()
-            .flat_map(|a| a.as_primitive::<UInt64Type>().iter().collect::<Vec<_>>())
-            .collect())
+        self.primitive::<UInt64Type>(name)
     }
 
     /// Column `name` as 64-bit floats (NULL as `None`).
@@ -339,11 +342,7 @@ impl Rows {
     ///
     /// As [`Rows::i64`].
     pub fn f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
-        Ok(self
-            .cast(name, &DataType::Float64)?
-            .iter()
-            .flat_map(|a| a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>())
-            .collect())
+        self.primitive::<Float64Type>(name)
     }
 
     /// Column `name` as strings (NULL as `None`).
