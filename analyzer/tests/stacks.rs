@@ -235,6 +235,18 @@ fn stacks_can_be_turned_off(dir: &Path) {
     assert_eq!(out, "many,with_stack\ntrue,0\n");
 }
 
+/// `modules.symbols` of the module recorded at `module`, as CSV through the
+/// binary, with its stderr and exit code.
+fn module_symbols(trace: &Path, module: &Path) -> (String, String, Option<i32>) {
+    analyze(&[
+        trace.to_str().unwrap(),
+        "--sql",
+        &format!("SELECT symbols FROM modules WHERE path = '{}'", module.display()),
+        "--format",
+        "csv",
+    ])
+}
+
 fn stripped_binary_yields_module_offsets(dir: &Path) {
     let stripped = dir.join("stacks-stripped");
     let strip = Command::new("objcopy")
@@ -266,13 +278,7 @@ fn stripped_binary_yields_module_offsets(dir: &Path) {
 
     // Analyzed where the program is gone: module+offset, and a warning.
     std::fs::remove_file(&stripped).unwrap();
-    let (out, err, code) = analyze(&[
-        trace.to_str().unwrap(),
-        "--sql",
-        &format!("SELECT symbols FROM modules WHERE path = '{}'", stripped.display()),
-        "--format",
-        "csv",
-    ]);
+    let (out, err, code) = module_symbols(&trace, &stripped);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "symbols\nmissing\n");
     assert!(
@@ -285,13 +291,7 @@ fn stripped_binary_yields_module_offsets(dir: &Path) {
     // Another program at the recorded path (a rebuild): its build id
     // differs, so it is not used to name the frames.
     std::fs::copy(env!("CARGO_BIN_EXE_memscope-analyze"), &stripped).unwrap();
-    let (out, err, code) = analyze(&[
-        trace.to_str().unwrap(),
-        "--sql",
-        &format!("SELECT symbols FROM modules WHERE path = '{}'", stripped.display()),
-        "--format",
-        "csv",
-    ]);
+    let (out, err, code) = module_symbols(&trace, &stripped);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "symbols\nmissing\n");
     assert!(err.contains("has another build id than when it was recorded"), "{err}");
