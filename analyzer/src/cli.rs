@@ -221,10 +221,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn warn(warnings: &[String], quiet: bool) {
+/// Prints the warnings about the input at `path` on stderr, one per line.
+fn warn(path: &Path, warnings: &[String], quiet: bool) {
     if !quiet {
         for w in warnings {
-            eprintln!("memscope-analyze: warning: {w}");
+            eprintln!("memscope-analyze: warning: {}: {w}", path.display());
         }
     }
 }
@@ -242,7 +243,7 @@ async fn run_query(args: QueryArgs) -> Result<()> {
         Destination::choose(None, args.format, 1)?;
     }
     let input = Input::open(&trace)?;
-    warn(input.warnings(), args.quiet);
+    warn(&trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let mut results = Vec::new();
     for source in &sources {
@@ -262,7 +263,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         .into());
     }
     let loaded = load(&args.trace)?;
-    warn(&loaded.warnings, args.quiet);
+    warn(&args.trace, &loaded.warnings, args.quiet);
     let paths = convert::write_dataset(&loaded.data, &loaded.tables, &args.output, args.force)?;
     for (path, t) in paths.iter().zip(&loaded.tables) {
         eprintln!("wrote {} ({} rows)", path.display(), t.num_rows());
@@ -272,7 +273,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
 
 async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
     let input = Input::open(&args.trace)?;
-    warn(input.warnings(), args.quiet);
+    warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let lines = flamegraph::folded(&ctx, args.metric).await?;
     let bytes = if args.folded {
@@ -322,12 +323,12 @@ async fn run_report(args: ReportArgs) -> Result<()> {
     let options =
         report::Options { top: args.top.or(file.report.top).unwrap_or(10), temporary, budgets };
     let input = Input::open(&args.trace)?;
-    warn(input.warnings(), args.quiet);
+    warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let baseline = match &args.baseline {
         Some(path) => {
             let base = Input::open(path)?;
-            warn(base.warnings(), args.quiet);
+            warn(path, base.warnings(), args.quiet);
             Some((path.as_path(), base.session().await?))
         }
         None => None,
@@ -381,9 +382,9 @@ async fn run_diff(args: DiffArgs) -> Result<()> {
         Destination::choose(None, args.format, 1)?;
     }
     let base = Input::open(&args.base)?;
-    warn(base.warnings(), args.quiet);
+    warn(&args.base, base.warnings(), args.quiet);
     let new = Input::open(&args.new)?;
-    warn(new.warnings(), args.quiet);
+    warn(&args.new, new.warnings(), args.quiet);
     let mut changes = diff::changes(&base.session().await?, &new.session().await?).await?;
     if args.limit > 0 {
         changes.truncate(args.limit);
@@ -451,7 +452,7 @@ async fn run_tables(args: TablesArgs) -> Result<()> {
 /// Rows of each table of a trace or dataset.
 async fn row_counts(path: &Path) -> Result<Vec<(&'static str, u64)>> {
     let input = Input::open(path)?;
-    warn(input.warnings(), false);
+    warn(path, input.warnings(), false);
     let ctx = input.session().await?;
     let mut out = Vec::new();
     for t in TABLES {

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use std::os::unix::fs::OpenOptionsExt;
+
 use memscope_schema::format::FileHeader;
 use memscope_schema::reader::BlockLayout;
-use memscope_schema::{BlockDecoder, DecodeError, Record, Totals};
+use memscope_schema::{BlockDecoder, DecodeError, DecodeErrorKind, Record, Totals};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::mapping::GuardedMap;
 
 /// Event kinds, as stored in [`BlockEvents::kind`] and ordered as in
 /// `memscope_schema::tables::event_kind::ALL`.
@@ -30,7 +32,8 @@ pub mod kind {
 #[derive(Debug)]
 pub struct TraceFile {
     path: PathBuf,
-    map: Mmap,
+    file: File,
+    map: GuardedMap,
     header: FileHeader,
     layout: BlockLayout,
 }
@@ -41,15 +44,35 @@ impl TraceFile {
     /// # Errors
     ///
     /// [`Error::NotFound`] / [`Error::Io`] when the file cannot be opened,
-    /// [`Error::NotATrace`] for a directory, [`Error::Decode`] for a bad
-    /// header.
+    /// [`Error::NotATrace`] for a directory or anything else that is not a
+    /// regular file, [`Error::Decode`] for a bad header.
     pub fn open(path: &Path) -> Result<TraceFile> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        // Look before opening: opening a FIFO would wait for a writer.
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
             return Err(Error::NotATrace {
                 path: path.to_path_buf(),
                 reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(Error::NotATrace {
+                path: path.to_path_buf(),
+                reason: "is not a regular file (a FIFO, socket or device cannot be memory-mapped; copy the trace to a file first)".into(),
+            });
+        }
+        // O_NONBLOCK: should the path have become a FIFO since, the open
+        // returns at once and the check below rejects it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::NotATrace {
+                path: path.to_path_buf(),
+                reason: "is not a regular file".into(),
             });
         }
         if meta.len() == 0 {
@@ -58,17 +81,39 @@ impl TraceFile {
                 source: DecodeError::new(0, memscope_schema::DecodeErrorKind::Empty),
             });
         }
-        // SAFETY: memmap2's contract is that the file is not truncated or
-        // modified while mapped. A trace is written only by its recorder,
-        // which appends into blocks and truncates only at `finish`; analyze
-        // traces after the traced program has exited. If the contract is
-        // broken the process may get SIGBUS, never a wrong answer silently
-        // built from freed memory.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let map = GuardedMap::new(&file).map_err(|e| Error::io(path, e))?;
         let decode_error = |source| Error::Decode { path: path.to_path_buf(), source };
         let header = FileHeader::decode(&map).map_err(decode_error)?;
         let layout = BlockLayout::of(&header, map.len() as u64).map_err(decode_error)?;
-        Ok(TraceFile { path: path.to_path_buf(), map, header, layout })
+        Ok(TraceFile { path: path.to_path_buf(), file, map, header, layout })
+    }
+
+    /// Checks, after reading, that the file did not change under the
+    /// reader. A file that grew (a recorder still writing) is fine, and the
+    /// answer covers the bytes that were mapped: that is returned as a
+    /// warning.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Changed`] when the file shrank while it was read (part of
+    /// what was read may be zeros instead of its bytes).
+    pub fn check_unchanged(&self) -> Result<Option<String>> {
+        let mapped = self.map.len() as u64;
+        let now = self.file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+        if self.map.faulted() || now < mapped {
+            return Err(Error::Changed {
+                path: self.path.clone(),
+                detail: format!(
+                    "the file shrank from {mapped} to {now} bytes while it was read; read it again once nothing writes to it"
+                ),
+            });
+        }
+        Ok((now > mapped).then(|| {
+            format!(
+                "the file grew by {} bytes while it was read (is it still being recorded?); this answer covers its first {mapped} bytes",
+                now - mapped
+            )
+        }))
     }
 
     /// The trace's header.
@@ -98,21 +143,36 @@ impl TraceFile {
     /// # Errors
     ///
     /// [`Error::Decode`] for the malformed block or record with the lowest
-    /// offset.
+    /// offset, or at the first block where the sizes allocated so far add
+    /// up to more than `i64::MAX` bytes.
     pub fn decode(&self) -> Result<Vec<BlockEvents>> {
-        let results: Vec<Result<BlockEvents, DecodeError>> = (0..self.layout.count)
+        let results: Vec<Result<(u64, BlockEvents), DecodeError>> = (0..self.layout.count)
             .into_par_iter()
             .filter_map(|i| {
                 let range = self.layout.block(i);
                 let offset = range.start as u64;
-                BlockEvents::decode(&self.map[range], offset).transpose()
+                BlockEvents::decode(&self.map[range], offset)
+                    .map(|b| b.map(|b| (offset, b)))
+                    .transpose()
             })
             .collect();
         let mut blocks = Vec::with_capacity(results.len());
         let mut first_error: Option<DecodeError> = None;
+        let mut allocated_bytes = 0u64;
         for r in results {
             match r {
-                Ok(b) => blocks.push(b),
+                Ok((offset, b)) => {
+                    // Sums of sizes in SQL are 64-bit: bound them here, in
+                    // file order, so the error names the first block over.
+                    allocated_bytes = allocated_bytes.saturating_add(b.allocated_bytes());
+                    if allocated_bytes > i64::MAX as u64 && first_error.is_none() {
+                        first_error = Some(DecodeError::new(
+                            offset,
+                            DecodeErrorKind::TooManyBytes { limit: i64::MAX as u64 },
+                        ));
+                    }
+                    blocks.push(b)
+                }
                 Err(e) if first_error.as_ref().is_none_or(|f| e.offset < f.offset) => {
                     first_error = Some(e)
                 }
@@ -283,6 +343,16 @@ impl BlockEvents {
     /// Number of events in the block.
     pub fn len(&self) -> usize {
         self.q.len()
+    }
+
+    /// Bytes allocated by the block's allocations and reallocations
+    /// (saturating at `u64::MAX`).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.kind
+            .iter()
+            .zip(&self.size)
+            .filter(|&(&k, _)| k == kind::ALLOCATION || k == kind::REALLOCATION)
+            .fold(0u64, |sum, (_, &size)| sum.saturating_add(size))
     }
 
     /// Whether the block holds no events.

@@ -42,6 +42,15 @@ pub enum Error {
         #[source]
         source: DecodeError,
     },
+    /// The input changed while it was read, so what was read cannot be
+    /// trusted.
+    #[error("{}: {detail}", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        detail: String,
+    },
     /// A SQL statement failed to parse, plan or run.
     #[error("{origin}: {source}")]
     Sql {
@@ -102,7 +111,8 @@ impl Error {
 
     /// The process exit code for this error (see the README's exit codes):
     /// 1 failed budgets, 2 usage and SQL errors, 65 bad trace data, 66 missing input, 73 an
-    /// output that exists, 74 I/O errors, 70 internal errors.
+    /// output that exists, 74 I/O errors, 75 an input that changed while it
+    /// was read (try again), 70 internal errors.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Sql { .. } => 2,
@@ -110,6 +120,7 @@ impl Error {
             Error::NotFound { .. } => 66,
             Error::OutputExists { .. } => 73,
             Error::Io { .. } => 74,
+            Error::Changed { .. } => 75,
             Error::Engine { .. } => 70,
             Error::BudgetsFailed { .. } => 1,
         }

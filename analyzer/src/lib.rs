@@ -45,6 +45,7 @@ pub mod convert;
 pub mod decode;
 pub mod error;
 pub mod flamegraph;
+pub mod mapping;
 pub mod model;
 pub mod output;
 pub mod pairing;
@@ -82,6 +83,7 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded> {
     let file = TraceFile::open(path)?;
     let blocks = file.decode()?;
+    let grew = file.check_unchanged()?;
     let data = TraceData::build(file.header().clone(), blocks, file.bytes().len() as u64);
     let tables = tables::build(&data)?;
     let mut warnings = warnings(&data);
@@ -91,6 +93,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
             "the file ends {partial} bytes into a block, which was not read (a copy of a trace still being written?)"
         ));
     }
+    warnings.extend(grew);
     Ok(Loaded { data, tables, warnings })
 }
 
@@ -161,6 +164,33 @@ fn warnings(data: &TraceData) -> Vec<String> {
         w.push(format!(
             "{frames} stack frames show as module+offset: their module files are not at their recorded paths or cannot be read ({}{more}); MEMSCOPE_SYMBOL_PATH can point to copies",
             missing[..missing.len().min(3)].join(", ")
+        ));
+    }
+    let blocks_in_file =
+        data.file_bytes.saturating_sub(h.header_len.into()) / u64::from(h.block_len);
+    if h.is_finished() && h.blocks_used != blocks_in_file {
+        w.push(format!(
+            "the header counts {} blocks but the file holds {blocks_in_file}: the trace was changed or cut after it was finished, and events may be missing",
+            h.blocks_used
+        ));
+    }
+    let r = &data.time_reversals;
+    if r.events > 0 {
+        w.push(format!(
+            "{} events in {} threads are stamped earlier than the event before them in their thread (by up to {} ns): they keep their order in the file and that event's time",
+            r.events, r.threads, r.largest_ns
+        ));
+    }
+    if data.undefined_stack_refs > 0 {
+        w.push(format!(
+            "{} allocations refer to a stack id that their thread never defines: they show without a stack",
+            data.undefined_stack_refs
+        ));
+    }
+    if data.undefined_string_refs > 0 {
+        w.push(format!(
+            "{} type tags name a string id that the trace never defines: the name shows as <unknown string ID>",
+            data.undefined_string_refs
         ));
     }
     if data.anomalies.overlapping_allocations > 0 {

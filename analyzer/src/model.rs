@@ -69,6 +69,51 @@ pub struct Thread {
     pub allocated_bytes: u64,
 }
 
+/// Events whose timestamp goes back from the one before them in the same
+/// thread: they can only come from a broken clock or a corrupt trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeReversals {
+    /// Events moved forward to their predecessor's time.
+    pub events: u64,
+    /// Threads with at least one such event.
+    pub threads: u64,
+    /// The largest step back, in nanoseconds.
+    pub largest_ns: i64,
+}
+
+impl TimeReversals {
+    /// Makes the event timestamps of each thread non-decreasing, in file
+    /// order. `blocks` are sorted by thread and then block sequence.
+    fn repair(blocks: &mut [BlockEvents], scale: &TimeScale) -> TimeReversals {
+        let mut r = TimeReversals::default();
+        let mut thread = None;
+        let mut last = 0;
+        let mut thread_counted = false;
+        for b in blocks.iter_mut() {
+            if thread != Some(b.thread_id) {
+                thread = Some(b.thread_id);
+                last = 0;
+                thread_counted = false;
+            }
+            for q in &mut b.q {
+                if *q < last {
+                    r.events += 1;
+                    r.largest_ns =
+                        r.largest_ns.max(scale.to_ns(last).saturating_sub(scale.to_ns(*q)));
+                    if !thread_counted {
+                        r.threads += 1;
+                        thread_counted = true;
+                    }
+                    *q = last;
+                } else {
+                    last = *q;
+                }
+            }
+        }
+        r
+    }
+}
+
 /// A whole decoded and paired trace.
 #[derive(Clone, Debug)]
 pub struct TraceData {
@@ -95,6 +140,16 @@ pub struct TraceData {
     pub last_ts_ns: i64,
     /// Extended records of unknown subkinds that were skipped.
     pub skipped_records: u64,
+    /// Events stamped earlier than the event before them in their own
+    /// thread; they keep their order in the file and take that earlier
+    /// event's time.
+    pub time_reversals: TimeReversals,
+    /// Allocations and reallocations that refer to a stack id their thread
+    /// never defines (they show without a stack).
+    pub undefined_stack_refs: u64,
+    /// Tags that name a string id the trace never defines (the name shows
+    /// as `<unknown string ID>`).
+    pub undefined_string_refs: u64,
     /// Size of the trace file in bytes.
     pub file_bytes: u64,
     /// Resident-set-size samples (ns since origin, bytes), in time order.
@@ -111,7 +166,8 @@ impl TraceData {
         let scale = TimeScale::new(&header);
         blocks.sort_unstable_by_key(|b| (b.thread_id, b.seq));
         let strings = strings(&blocks);
-        let raw_stacks = stacks::intern(&mut blocks);
+        let time_reversals = TimeReversals::repair(&mut blocks, &scale);
+        let (raw_stacks, undefined_stack_refs) = stacks::intern(&mut blocks);
         let modules: Vec<ModuleRecord> =
             blocks.iter().flat_map(|b| b.modules.iter().cloned()).collect();
         let stacks = Stacks::symbolize(raw_stacks, modules);
@@ -164,6 +220,13 @@ impl TraceData {
                     threads[t].allocated_bytes.saturating_add(allocations.size[i]);
             }
         }
+        let undefined_string_refs = events
+            .tags
+            .iter()
+            .filter(|&&(_, type_id, var_id)| {
+                [type_id, var_id].iter().any(|id| *id != 0 && !strings.contains_key(id))
+            })
+            .count() as u64;
         let last_ts_ns = if last_q == 0 { 0 } else { scale.to_ns(last_q) };
         TraceData {
             header,
@@ -177,6 +240,9 @@ impl TraceData {
             end,
             last_ts_ns,
             skipped_records,
+            time_reversals,
+            undefined_stack_refs,
+            undefined_string_refs,
             file_bytes,
             rss,
             stacks,

@@ -20,8 +20,9 @@ use crate::decode::{BlockEvents, ModuleRecord};
 /// Gives every distinct stack of the trace one id, from 1, and rewrites the
 /// blocks' per-event stack ids (the threads' own) to those ids. A reference
 /// to a stack the thread never defined becomes 0. Returns the stacks'
-/// return addresses, index `id - 1`.
-pub fn intern(blocks: &mut [BlockEvents]) -> Vec<Vec<u64>> {
+/// return addresses, index `id - 1`, and how many events referred to a
+/// stack their thread never defined.
+pub fn intern(blocks: &mut [BlockEvents]) -> (Vec<Vec<u64>>, u64) {
     let mut ids: FxHashMap<&[u64], u32> = FxHashMap::default();
     let mut of_thread: FxHashMap<(u32, u32), u32> = FxHashMap::default();
     let mut stacks: Vec<Vec<u64>> = Vec::new();
@@ -35,13 +36,17 @@ pub fn intern(blocks: &mut [BlockEvents]) -> Vec<Vec<u64>> {
         }
     }
     drop(ids);
+    let mut undefined = 0;
     for b in blocks.iter_mut() {
         let thread = b.thread_id;
         for s in b.stack.iter_mut().filter(|s| **s != 0) {
-            *s = of_thread.get(&(thread, *s)).copied().unwrap_or(0);
+            *s = of_thread.get(&(thread, *s)).copied().unwrap_or_else(|| {
+                undefined += 1;
+                0
+            });
         }
     }
-    stacks
+    (stacks, undefined)
 }
 
 /// Where a frame's name came from.

@@ -148,6 +148,6 @@ fn a_killed_program_opens_with_a_warning(dir: &Path) {
     let (out, err, code) = analyze(&trace, "SELECT finished, events > 20000 AS many FROM trace");
     assert_eq!(code, Some(0), "an unfinished trace is not an error: {err}");
     assert_eq!(out, "finished,many\nfalse,true\n");
-    assert!(err.contains("warning: trace not finished: "), "{err}");
+    assert!(err.contains(": trace not finished: "), "{err}");
     assert!(err.contains(" events recovered"), "{err}");
 }

@@ -88,6 +88,21 @@ pub enum DecodeErrorKind {
         /// The record's delta (quanta).
         delta: u64,
     },
+    /// An allocation or reallocation whose block would run past the end of
+    /// the 64-bit address space.
+    BlockWraps {
+        /// The block's start address.
+        address: u64,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The sizes of all allocations and reallocations up to this block sum
+    /// to more than `i64::MAX` bytes, which no real program allocates and
+    /// which sums in SQL could not hold.
+    TooManyBytes {
+        /// The limit exceeded, in bytes (`i64::MAX`).
+        limit: u64,
+    },
     /// An extended record's payload does not match its subkind.
     BadExtendedRecord {
         /// The extended subkind.
@@ -146,6 +161,14 @@ impl fmt::Display for DecodeErrorKind {
                     "a record's timestamp overflows: time base {base} plus delta {delta} exceeds 2^64"
                 )
             }
+            BlockWraps { address, size } => write!(
+                f,
+                "an allocation of {size} bytes at {address:#x} would run past the end of the 64-bit address space"
+            ),
+            TooManyBytes { limit } => write!(
+                f,
+                "the allocations up to this block add up to more than {limit} bytes (2^63 - 1), more than any real program allocates"
+            ),
             BadExtendedRecord { subkind, reason } => {
                 write!(f, "malformed extended record of subkind {subkind}: {reason}")
             }

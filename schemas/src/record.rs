@@ -594,6 +594,9 @@ impl<'a> Iterator for BlockDecoder<'a> {
                     }
                     let w1 = word(self.bytes, start + 1);
                     let (size, align, zeroed) = unpack_size(w1);
+                    if address.checked_add(size).is_none() {
+                        return self.error(start, DecodeErrorKind::BlockWraps { address, size });
+                    }
                     return Some(Ok(Record::Alloc { q: self.q, address, size, align, zeroed }));
                 }
                 kind::FREE => {
@@ -608,6 +611,9 @@ impl<'a> Iterator for BlockDecoder<'a> {
                     }
                     let (size, align, _) = unpack_size(word(self.bytes, start + 1));
                     let old_address = word(self.bytes, start + 2);
+                    if address.checked_add(size).is_none() {
+                        return self.error(start, DecodeErrorKind::BlockWraps { address, size });
+                    }
                     return Some(Ok(Record::Realloc {
                         q: self.q,
                         old_address,
