@@ -17,7 +17,7 @@ use memscope_analyzer::report::budget::{Budget, BudgetsFile};
 use memscope_analyzer::report::metrics::Temporary;
 use memscope_analyzer::report::render::{Format as ReportFormat, render};
 use memscope_analyzer::report::{self, Report, diff};
-use memscope_analyzer::{Input, convert, load};
+use memscope_analyzer::{Input, convert, load, progress};
 use memscope_schema::tables::TABLES;
 
 /// Answers SQL over memscope heap traces: what leaked, what is hot, how
@@ -223,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Prints the warnings about the input at `path` on stderr, one per line.
 fn warn(path: &Path, warnings: &[String], quiet: bool) {
+    progress::clear();
     if !quiet {
         for w in warnings {
             eprintln!("memscope-analyze: warning: {}: {w}", path.display());
@@ -231,6 +232,9 @@ fn warn(path: &Path, warnings: &[String], quiet: bool) {
 }
 
 async fn run_query(args: QueryArgs) -> Result<()> {
+    if !args.quiet {
+        progress::enable();
+    }
     let trace = args.trace.expect("clap requires TRACE");
     // Resolve every --sql first so that a typo fails before decoding.
     let sources: Vec<SqlSource> = args
@@ -255,6 +259,9 @@ async fn run_query(args: QueryArgs) -> Result<()> {
 }
 
 fn run_convert(args: ConvertArgs) -> Result<()> {
+    if !args.quiet {
+        progress::enable();
+    }
     if args.trace.is_dir() {
         return Err(Error::Usage(format!(
             "{}: convert needs a trace file, not a directory",
@@ -266,12 +273,16 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     warn(&args.trace, &loaded.warnings, args.quiet);
     let paths = convert::write_dataset(&loaded.data, &loaded.tables, &args.output, args.force)?;
     for (path, t) in paths.iter().zip(&loaded.tables) {
+        progress::clear();
         eprintln!("wrote {} ({} rows)", path.display(), t.num_rows());
     }
     Ok(())
 }
 
 async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
+    if !args.quiet {
+        progress::enable();
+    }
     let input = Input::open(&args.trace)?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
@@ -288,11 +299,15 @@ async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
         )?
     };
     output::write_file(&args.output, &bytes, args.force)?;
+    progress::clear();
     eprintln!("wrote {} ({} stacks)", args.output.display(), lines.len());
     Ok(())
 }
 
 async fn run_report(args: ReportArgs) -> Result<()> {
+    if !args.quiet {
+        progress::enable();
+    }
     // Everything the user wrote is checked before the (long) decoding.
     let (file, mut budgets) = match &args.budgets {
         Some(path) => BudgetsFile::load(path)?,
@@ -333,6 +348,7 @@ async fn run_report(args: ReportArgs) -> Result<()> {
         }
         None => None,
     };
+    progress::stage("computing the report");
     let report =
         Report::compute(&ctx, &args.trace, baseline.as_ref().map(|(p, c)| (*p, c)), &options)
             .await?;
@@ -352,10 +368,12 @@ async fn run_report(args: ReportArgs) -> Result<()> {
         Some(path) => {
             output::write_file(path, &bytes, args.force)?;
             if !args.quiet {
+                progress::clear();
                 eprintln!("wrote {} ({})", path.display(), report::render::verdict(&report));
             }
         }
         None => {
+            progress::clear();
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(&bytes)
@@ -378,6 +396,9 @@ async fn run_report(args: ReportArgs) -> Result<()> {
 }
 
 async fn run_diff(args: DiffArgs) -> Result<()> {
+    if !args.quiet {
+        progress::enable();
+    }
     if args.format == Format::Parquet && args.output.is_none() {
         Destination::choose(None, args.format, 1)?;
     }

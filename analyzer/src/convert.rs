@@ -80,6 +80,7 @@ pub fn write_dataset(
         return Err(Error::OutputExists { path: p.clone() });
     }
     for (t, path) in tables.iter().zip(&paths) {
+        crate::progress::stage(format!("writing {} ({} rows)", path.display(), t.num_rows()));
         let props = properties(t, header_metadata(data, t.table.name));
         let mut failure = None;
         write_file_with(path, force, |file| {

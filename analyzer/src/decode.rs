@@ -146,43 +146,56 @@ impl TraceFile {
     /// offset, or at the first block where the sizes allocated so far add
     /// up to more than `i64::MAX` bytes.
     pub fn decode(&self) -> Result<Vec<BlockEvents>> {
-        let results: Vec<Result<(u64, BlockEvents), DecodeError>> = (0..self.layout.count)
-            .into_par_iter()
-            .filter_map(|i| {
-                let range = self.layout.block(i);
-                let offset = range.start as u64;
-                BlockEvents::decode(&self.map[range], offset)
-                    .map(|b| b.map(|b| (offset, b)))
-                    .transpose()
-            })
-            .collect();
-        let mut blocks = Vec::with_capacity(results.len());
-        let mut first_error: Option<DecodeError> = None;
-        let mut allocated_bytes = 0u64;
-        for r in results {
-            match r {
-                Ok((offset, b)) => {
-                    // Sums of sizes in SQL are 64-bit: bound them here, in
-                    // file order, so the error names the first block over.
-                    allocated_bytes = allocated_bytes.saturating_add(b.allocated_bytes());
-                    if allocated_bytes > i64::MAX as u64 && first_error.is_none() {
-                        first_error = Some(DecodeError::new(
-                            offset,
-                            DecodeErrorKind::TooManyBytes { limit: i64::MAX as u64 },
-                        ));
-                    }
-                    blocks.push(b)
+        decode_blocks(&self.map, &self.layout)
+            .map_err(|source| Error::Decode { path: self.path.clone(), source })
+    }
+}
+
+/// Decodes every used block of the trace `bytes` laid out as `layout`, in
+/// parallel, into per-block columns, in file order.
+///
+/// # Errors
+///
+/// The malformed block or record with the lowest offset, or
+/// [`DecodeErrorKind::TooManyBytes`] at the first block where the sizes
+/// allocated so far add up to more than `i64::MAX` bytes.
+pub fn decode_blocks(bytes: &[u8], layout: &BlockLayout) -> Result<Vec<BlockEvents>, DecodeError> {
+    let results: Vec<Result<(u64, BlockEvents), DecodeError>> = (0..layout.count)
+        .into_par_iter()
+        .filter_map(|i| {
+            let range = layout.block(i);
+            let offset = range.start as u64;
+            let block = BlockEvents::decode(&bytes[range], offset);
+            crate::progress::advance(layout.block_len);
+            block.map(|b| b.map(|b| (offset, b))).transpose()
+        })
+        .collect();
+    let mut blocks = Vec::with_capacity(results.len());
+    let mut first_error: Option<DecodeError> = None;
+    let mut allocated_bytes = 0u64;
+    for r in results {
+        match r {
+            Ok((offset, b)) => {
+                // Sums of sizes in SQL are 64-bit: bound them here, in file
+                // order, so the error names the first block over.
+                allocated_bytes = allocated_bytes.saturating_add(b.allocated_bytes());
+                if allocated_bytes > i64::MAX as u64 && first_error.is_none() {
+                    first_error = Some(DecodeError::new(
+                        offset,
+                        DecodeErrorKind::TooManyBytes { limit: i64::MAX as u64 },
+                    ));
                 }
-                Err(e) if first_error.as_ref().is_none_or(|f| e.offset < f.offset) => {
-                    first_error = Some(e)
-                }
-                Err(_) => {}
+                blocks.push(b)
             }
+            Err(e) if first_error.as_ref().is_none_or(|f| e.offset < f.offset) => {
+                first_error = Some(e)
+            }
+            Err(_) => {}
         }
-        match first_error {
-            Some(source) => Err(Error::Decode { path: self.path.clone(), source }),
-            None => Ok(blocks),
-        }
+    }
+    match first_error {
+        Some(source) => Err(source),
+        None => Ok(blocks),
     }
 }
 

@@ -49,6 +49,7 @@ pub mod mapping;
 pub mod model;
 pub mod output;
 pub mod pairing;
+pub mod progress;
 pub mod query;
 pub mod report;
 pub mod stacks;
@@ -56,6 +57,9 @@ pub mod tables;
 
 use std::path::{Path, PathBuf};
 
+/// The DataFusion this crate builds on, for callers that need its types
+/// (a [`SessionContext`] from [`Input::session`], record batches).
+pub use datafusion;
 use datafusion::prelude::SessionContext;
 
 use crate::decode::TraceFile;
@@ -82,9 +86,11 @@ pub struct Loaded {
 /// Any [`error::Error`] from opening or decoding the trace.
 pub fn load(path: &Path) -> Result<Loaded> {
     let file = TraceFile::open(path)?;
+    progress::bytes(format!("decoding {}", path.display()), file.bytes().len() as u64);
     let blocks = file.decode()?;
     let grew = file.check_unchanged()?;
     let data = TraceData::build(file.header().clone(), blocks, file.bytes().len() as u64);
+    progress::stage(format!("building tables of {} events", data.events.len()));
     let tables = tables::build(&data)?;
     let mut warnings = warnings(&data);
     let partial = file.layout().partial_bytes;

@@ -10,14 +10,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use memscope_analyzer::error::Error;
-use memscope_analyzer::output;
+use memscope_analyzer::{output, progress};
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // A panic is a bug, here or in a library (DataFusion's SQL planner has
+    // had some): report it as an internal error, exit 70 like any other,
+    // and leave no partial output behind.
+    std::panic::set_hook(Box::new(|info| {
+        output::remove_partial_outputs();
+        progress::clear();
+        eprintln!(
+            "memscope-analyze: internal error (a bug; please report it with the command line): {info}"
+        );
+        std::process::exit(70);
+    }));
     // Ctrl-C (or SIGTERM) stops a long query or conversion at once, without
     // leaving a partial output file or its temporary file behind.
     let interrupted = ctrlc::set_handler(|| {
         output::remove_partial_outputs();
+        progress::clear();
         eprintln!("memscope-analyze: interrupted");
         std::process::exit(130);
     });
@@ -31,7 +43,9 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    progress::clear();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // A closed pipe (`| head`) is not a failure.

@@ -170,7 +170,10 @@ impl TraceData {
         let (raw_stacks, undefined_stack_refs) = stacks::intern(&mut blocks);
         let modules: Vec<ModuleRecord> =
             blocks.iter().flat_map(|b| b.modules.iter().cloned()).collect();
+        crate::progress::stage(format!("symbolizing {} stacks", raw_stacks.len()));
         let stacks = Stacks::symbolize(raw_stacks, modules);
+        let events_total: usize = blocks.iter().map(|b| b.len()).sum();
+        crate::progress::stage(format!("merging and pairing {events_total} events"));
         let mut events = merge(&blocks, &scale);
         let paired = pair(&events);
         events.size = paired.event_size;

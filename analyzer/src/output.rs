@@ -96,6 +96,7 @@ pub fn write_results(
 ) -> Result<()> {
     match dest {
         Destination::Stdout => {
+            crate::progress::clear();
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             for (i, r) in results.iter().enumerate() {

@@ -209,6 +209,7 @@ pub async fn run(ctx: &SessionContext, source: &SqlSource) -> Result<Vec<QueryRe
     let mut results = Vec::new();
     for statement in statements {
         let line = statement_line(&statement);
+        crate::progress::stage(format!("running {}", source.at_line(line)));
         let state = ctx.state();
         let plan =
             state.statement_to_plan(statement).await.map_err(|e| sql_error(source, line, e))?;

@@ -377,3 +377,26 @@ fn ctrl_c_stops_a_long_query_and_leaves_no_file() {
     let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let bin = env!("CARGO_BIN_EXE_memscope-analyze");
+    let command = format!("{bin} {} --sql leaks", t.display());
+    // `script` (util-linux, in every Debian) runs the command on a pseudo
+    // terminal and copies what it printed there.
+    let on_tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("running script(1)");
+    assert!(on_tty.status.success(), "{}", String::from_utf8_lossy(&on_tty.stderr));
+    let screen = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(screen.contains(&format!("decoding {}", t.display())), "{screen}");
+    assert!(screen.contains("running built-in query leaks.sql"), "{screen}");
+    assert!(screen.contains("| app::Buf "), "the result follows: {screen}");
+
+    let piped = analyze(&[t.to_str().unwrap(), "--sql", "leaks"]);
+    assert!(piped.status.success());
+    assert_eq!(stderr(&piped), "", "nothing on stderr when it is not a terminal");
+}

@@ -1,0 +1,98 @@
+//! What the fuzz targets check, shared with the test that replays their
+//! saved inputs (`analyzer/tests/fuzz_replay.rs`). A check fails by
+//! panicking.
+
+#![allow(dead_code)] // each fuzz target uses one half
+
+use std::path::Path;
+use std::time::Duration;
+
+use memscope_analyzer::decode::decode_blocks;
+use memscope_analyzer::model::TraceData;
+use memscope_analyzer::query::{self, Origin, SqlSource};
+use memscope_analyzer::tables;
+use memscope_schema::format::FileHeader;
+use memscope_schema::reader::BlockLayout;
+use memscope_schema::{DecodeError, DecodeErrorKind, Record, Trace};
+
+/// Decodes `bytes` as a trace twice, with the analyzer's parallel decoder
+/// and with the sequential reference reader. Both must give the same error,
+/// or the same events; a trace that decodes must pair and build its tables.
+pub fn decode(bytes: &[u8]) {
+    let reference = Trace::read(bytes);
+    let ours = FileHeader::decode(bytes).and_then(|header| {
+        let layout = BlockLayout::of(&header, bytes.len() as u64)?;
+        decode_blocks(bytes, &layout).map(|blocks| (header, blocks))
+    });
+    let (header, blocks) = match (reference, ours) {
+        (Err(r), Err(o)) => {
+            assert_eq!(r, o, "the decoders disagree on the error");
+            return;
+        }
+        (Ok(_), Err(o)) => {
+            // Only the analyzer bounds the sum of sizes.
+            assert!(is_too_many_bytes(&o), "only the analyzer's decoder failed: {o}");
+            return;
+        }
+        (Err(r), Ok(_)) => panic!("only the reference decoder failed: {r}"),
+        (Ok(r), Ok(ours)) => {
+            let events = |rec: &Record<'_>| {
+                matches!(
+                    rec,
+                    Record::Alloc { .. }
+                        | Record::Free { .. }
+                        | Record::Realloc { .. }
+                        | Record::Tag { .. }
+                )
+            };
+            let expected: usize =
+                r.blocks.iter().map(|b| b.records.iter().filter(|r| events(r)).count()).sum();
+            let decoded: usize = ours.1.iter().map(|b| b.len()).sum();
+            assert_eq!(expected, decoded, "the decoders disagree on the events");
+            assert_eq!(r.blocks.len(), ours.1.len(), "the decoders disagree on the blocks");
+            ours
+        }
+    };
+    let data = TraceData::build(header, blocks, bytes.len() as u64);
+    assert_eq!(data.event_alloc_id.len(), data.events.len());
+    if let Err(e) = tables::build(&data) {
+        panic!("a decoded trace must give tables: {e}");
+    }
+}
+
+fn is_too_many_bytes(e: &DecodeError) -> bool {
+    matches!(e.kind, DecodeErrorKind::TooManyBytes { .. })
+}
+
+/// A DataFusion session over the tables of the reference trace of the bad
+/// corpus, and a runtime to run queries on.
+pub struct SqlHarness {
+    runtime: tokio::runtime::Runtime,
+    ctx: memscope_analyzer::datafusion::prelude::SessionContext,
+}
+
+impl SqlHarness {
+    /// Loads `testdata/bad/reference.trace` from the workspace at `root`.
+    pub fn new(root: &Path) -> SqlHarness {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let trace = root.join("testdata/bad/reference.trace");
+        let input = memscope_analyzer::Input::open(&trace).expect("the reference trace loads");
+        let ctx = runtime.block_on(input.session()).expect("its tables register");
+        SqlHarness { runtime, ctx }
+    }
+
+    /// Runs `text` as `--sql` text. Errors are fine; panics are not. A query
+    /// still running after two seconds is dropped (an unbounded query is
+    /// the user's to stop, with Ctrl-C).
+    pub fn run(&self, text: &str) {
+        let source =
+            SqlSource { name: "fuzz".into(), origin: Origin::Inline(1), text: text.to_string() };
+        let _ = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), query::run(&self.ctx, &source)).await
+        });
+    }
+}
