@@ -188,10 +188,16 @@ struct QueryArgs {
 struct ConvertArgs {
     /// Trace file.
     trace: PathBuf,
-    /// Output directory; gets one `<table>.parquet` per table.
+    /// Output directory; gets one `<table>.parquet` per table (in
+    /// `DIR/run=ID/` with `--run`).
     #[arg(long, short = 'o', value_name = "DIR")]
     output: PathBuf,
-    /// Replace Parquet files that exist.
+    /// Add the trace to DIR as run ID, in `DIR/run=ID/` (letters, digits,
+    /// `.`, `_`, `-`): SQL over DIR then sees every run, with a `run`
+    /// column. Other runs are never touched.
+    #[arg(long, value_name = "ID")]
+    run: Option<String>,
+    /// Replace Parquet files that exist (only this run's, with `--run`).
     #[arg(long)]
     force: bool,
     /// Do not print warnings about the trace.
@@ -269,9 +275,10 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         ))
         .into());
     }
+    let output = convert::output_dir(&args.output, args.run.as_deref())?;
     let loaded = load(&args.trace)?;
     warn(&args.trace, &loaded.warnings, args.quiet);
-    let paths = convert::write_dataset(&loaded.data, &loaded.tables, &args.output, args.force)?;
+    let paths = convert::write_dataset(&loaded.data, &loaded.tables, &output, args.force)?;
     for (path, t) in paths.iter().zip(&loaded.tables) {
         progress::clear();
         eprintln!("wrote {} ({} rows)", path.display(), t.num_rows());
@@ -284,6 +291,7 @@ async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
         progress::enable();
     }
     let input = Input::open(&args.trace)?;
+    input.require_one_run("flamegraph")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let lines = flamegraph::folded(&ctx, args.metric).await?;
@@ -338,11 +346,13 @@ async fn run_report(args: ReportArgs) -> Result<()> {
     let options =
         report::Options { top: args.top.or(file.report.top).unwrap_or(10), temporary, budgets };
     let input = Input::open(&args.trace)?;
+    input.require_one_run("report")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let baseline = match &args.baseline {
         Some(path) => {
             let base = Input::open(path)?;
+            base.require_one_run("report --baseline")?;
             warn(path, base.warnings(), args.quiet);
             Some((path.as_path(), base.session().await?))
         }
@@ -403,8 +413,10 @@ async fn run_diff(args: DiffArgs) -> Result<()> {
         Destination::choose(None, args.format, 1)?;
     }
     let base = Input::open(&args.base)?;
+    base.require_one_run("diff")?;
     warn(&args.base, base.warnings(), args.quiet);
     let new = Input::open(&args.new)?;
+    new.require_one_run("diff")?;
     warn(&args.new, new.warnings(), args.quiet);
     let mut changes = diff::changes(&base.session().await?, &new.session().await?).await?;
     if args.limit > 0 {

@@ -13,6 +13,7 @@ use memscope_schema::tables::ColumnType;
 use crate::error::{Error, Result};
 use crate::model::TraceData;
 use crate::output::write_file_with;
+use crate::query;
 use crate::tables::TableData;
 
 /// Rows per Parquet row group: large enough for fast scans, small enough
@@ -59,6 +60,46 @@ fn properties(table: &TableData, metadata: Vec<KeyValue>) -> WriterProperties {
         }
     }
     b.build()
+}
+
+/// Where `convert -o dir [--run run]` writes its tables: `dir`, or
+/// `dir/run=RUN` for a run of a dataset partitioned by run.
+///
+/// # Errors
+///
+/// [`Error::Usage`] for a run ID that is not a plain name, and for mixing
+/// the two layouts in one directory (a run into a dataset of one trace, or
+/// one trace into a dataset of runs), which readers could not tell apart.
+pub fn output_dir(dir: &Path, run: Option<&str>) -> Result<PathBuf> {
+    match run {
+        Some(id) => {
+            let plain = !id.is_empty()
+                && id != "."
+                && id != ".."
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !plain {
+                return Err(Error::Usage(format!(
+                    "--run {id:?}: a run ID is made of letters, digits, '.', '_' and '-'"
+                )));
+            }
+            if !query::dataset_tables(dir).is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: holds the tables of one trace, not runs; convert runs into another directory",
+                    dir.display()
+                )));
+            }
+            Ok(dir.join(format!("run={id}")))
+        }
+        None => {
+            if !query::dataset_runs(dir).is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: holds runs (run=ID/); add this trace with --run ID",
+                    dir.display()
+                )));
+            }
+            Ok(dir.to_path_buf())
+        }
+    }
 }
 
 /// Writes every table to `dir/<table>.parquet` and returns the paths.

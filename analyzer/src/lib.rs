@@ -216,6 +216,8 @@ pub enum Input {
     Trace(Box<Loaded>),
     /// A directory of tables.
     Dataset(PathBuf),
+    /// A directory of runs (`run=ID/`), each a directory of tables.
+    Runs(PathBuf),
 }
 
 impl Input {
@@ -228,13 +230,16 @@ impl Input {
     /// without tables.
     pub fn open(path: &Path) -> Result<Input> {
         if path.is_dir() {
-            if query::dataset_tables(path).is_empty() {
-                return Err(error::Error::NotATrace {
-                    path: path.to_path_buf(),
-                    reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
-                });
+            if !query::dataset_tables(path).is_empty() {
+                return Ok(Input::Dataset(path.to_path_buf()));
             }
-            return Ok(Input::Dataset(path.to_path_buf()));
+            if !query::dataset_runs(path).is_empty() {
+                return Ok(Input::Runs(path.to_path_buf()));
+            }
+            return Err(error::Error::NotATrace {
+                path: path.to_path_buf(),
+                reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
+            });
         }
         Ok(Input::Trace(Box::new(load(path)?)))
     }
@@ -243,8 +248,30 @@ impl Input {
     pub fn warnings(&self) -> &[String] {
         match self {
             Input::Trace(l) => &l.warnings,
-            Input::Dataset(_) => &[],
+            Input::Dataset(_) | Input::Runs(_) => &[],
         }
+    }
+
+    /// Checks that the input is one run, for commands whose figures would
+    /// be meaningless summed over several runs (`report`, `diff`,
+    /// `flamegraph`).
+    ///
+    /// # Errors
+    ///
+    /// [`error::Error::Usage`] for a dataset of several runs, naming them.
+    pub fn require_one_run(&self, command: &str) -> Result<()> {
+        let Input::Runs(dir) = self else {
+            return Ok(());
+        };
+        let runs: Vec<String> = query::dataset_runs(dir).into_iter().map(|(id, _)| id).collect();
+        let shown = runs.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let more = if runs.len() > 5 { format!(" and {} more", runs.len() - 5) } else { String::new() };
+        Err(error::Error::Usage(format!(
+            "{}: holds {} runs ({shown}{more}); `{command}` reads one: give one run's directory, such as {}",
+            dir.display(),
+            runs.len(),
+            dir.join(format!("run={}", runs[0])).display()
+        )))
     }
 
     /// A DataFusion session with the input's tables registered.
@@ -257,6 +284,7 @@ impl Input {
         match self {
             Input::Trace(l) => query::register_tables(&ctx, &l.tables)?,
             Input::Dataset(dir) => query::register_dataset(&ctx, dir).await?,
+            Input::Runs(dir) => query::register_runs(&ctx, dir).await?,
         }
         Ok(ctx)
     }

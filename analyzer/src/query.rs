@@ -166,6 +166,52 @@ pub fn dataset_tables(dir: &Path) -> Vec<(&'static str, PathBuf)> {
         .collect()
 }
 
+/// The runs of a dataset partitioned by run (`convert --run`): each
+/// `dir/run=ID` subdirectory that holds tables, as (ID, subdirectory),
+/// sorted by ID.
+pub fn dataset_runs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_prefix("run=")?.to_string();
+            let path = e.path();
+            (path.is_dir() && !dataset_tables(&path).is_empty()).then_some((name, path))
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// Registers the tables of a dataset partitioned by run: each table spans
+/// every run and gains a `run` column (Utf8) holding the run's ID.
+///
+/// # Errors
+///
+/// [`Error::Engine`] when a file cannot be read as Parquet.
+pub async fn register_runs(ctx: &SessionContext, dir: &Path) -> Result<()> {
+    let runs = dataset_runs(dir);
+    let root = format!("{}/", dir.to_string_lossy().trim_end_matches('/'));
+    for table in TABLES {
+        if !runs.iter().any(|(_, r)| r.join(format!("{}.parquet", table.name)).is_file()) {
+            continue;
+        }
+        // Listing the whole dataset, keeping only this table's files
+        // (`run=ID/<table>.parquet`); the `run=ID` directories become the
+        // `run` column.
+        let file_name = format!("/{}.parquet", table.name);
+        let options = ParquetReadOptions::default()
+            .file_extension(&file_name)
+            .table_partition_cols(vec![("run".to_string(), DataType::Utf8)]);
+        ctx.register_parquet(table.name, &root, options)
+            .await
+            .map_err(|e| Error::engine(format!("reading the runs of {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
 /// Registers the tables of a directory written by `convert`.
 ///
 /// # Errors

@@ -1,0 +1,117 @@
+//! Datasets partitioned by run: `convert --run ID` adds a trace as
+//! `DIR/run=ID/`, SQL over DIR sees every run with a `run` column, and no
+//! conversion touches another run.
+
+mod common;
+
+use std::path::Path;
+
+use common::{alloc, analyze, free, temp_dir, write_trace};
+
+/// A trace whose program leaked `leaked` bytes in one block and freed one
+/// block of 10 bytes.
+fn trace(dir: &Path, name: &str, leaked: u64) -> String {
+    let path = write_trace(dir, name, |w| {
+        w.push(1, 1, &alloc(10, 0x1000, leaked));
+        w.push(1, 1, &alloc(20, 0x2000, 10));
+        w.push(1, 1, &free(30, 0x2000));
+    });
+    path.to_str().unwrap().to_string()
+}
+
+fn convert(trace: &str, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["convert", trace, "-o", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    analyze(&args)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn sql_compares_runs_and_no_run_is_rewritten() {
+    let tmp = temp_dir();
+    let runs = tmp.path().join("runs");
+    let first = trace(tmp.path(), "first.trace", 100);
+    let second = trace(tmp.path(), "second.trace", 250);
+    for (t, id) in [(&first, "ci-101"), (&second, "ci-102")] {
+        let out = convert(t, &runs, &["--run", id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let leaks = "SELECT run, SUM(size) AS leaked_bytes FROM allocations \
+                 WHERE free_ts_ns IS NULL GROUP BY run ORDER BY run";
+    let out = analyze(&[runs.to_str().unwrap(), "--sql", leaks, "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "run,leaked_bytes\nci-101,100\nci-102,250\n"
+    );
+    // Every table spans the runs.
+    let out = analyze(&[
+        runs.to_str().unwrap(),
+        "--sql",
+        "SELECT run, events FROM trace ORDER BY run",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "run,events\nci-101,3\nci-102,3\n");
+
+    // Converting a run again needs --force and leaves the other run as it
+    // was, byte for byte.
+    let other = runs.join("run=ci-102/allocations.parquet");
+    let before = std::fs::read(&other).unwrap();
+    let third = trace(tmp.path(), "third.trace", 7);
+    let out = convert(&third, &runs, &["--run", "ci-101"]);
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(stderr(&out).contains("run=ci-101/"), "{}", stderr(&out));
+    let out = convert(&third, &runs, &["--run", "ci-101", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&other).unwrap(), before);
+    let out = analyze(&[runs.to_str().unwrap(), "--sql", leaks, "--format", "csv"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "run,leaked_bytes\nci-101,7\nci-102,250\n"
+    );
+}
+
+#[test]
+fn reports_read_one_run_and_layouts_do_not_mix() {
+    let tmp = temp_dir();
+    let runs = tmp.path().join("runs");
+    let t = trace(tmp.path(), "t.trace", 100);
+    for id in ["a", "b"] {
+        assert!(convert(&t, &runs, &["--run", id]).status.success());
+    }
+    let out = analyze(&["report", runs.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}: holds 2 runs (a, b); `report` reads one: give one run's directory, such as {}",
+            runs.display(),
+            runs.join("run=a").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let one = runs.join("run=a");
+    let out = analyze(&["report", one.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = analyze(&["diff", one.to_str().unwrap(), runs.join("run=b").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // One trace's tables and runs never share a directory.
+    let out = convert(&t, &runs, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("holds runs (run=ID/); add this trace with --run ID"));
+    let flat = tmp.path().join("flat");
+    assert!(convert(&t, &flat, &[]).status.success());
+    let out = convert(&t, &flat, &["--run", "c"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("holds the tables of one trace, not runs"));
+    for bad in ["", "..", "a/b", "x=y"] {
+        let out = convert(&t, &runs, &["--run", bad]);
+        assert_eq!(out.status.code(), Some(2), "--run {bad:?}");
+        assert!(stderr(&out).contains("a run ID is made of letters"), "{}", stderr(&out));
+    }
+}
