@@ -265,7 +265,8 @@ impl Input {
         };
         let runs: Vec<String> = query::dataset_runs(dir).into_iter().map(|(id, _)| id).collect();
         let shown = runs.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-        let more = if runs.len() > 5 { format!(" and {} more", runs.len() - 5) } else { String::new() };
+        let more =
+            if runs.len() > 5 { format!(" and {} more", runs.len() - 5) } else { String::new() };
         Err(error::Error::Usage(format!(
             "{}: holds {} runs ({shown}{more}); `{command}` reads one: give one run's directory, such as {}",
             dir.display(),

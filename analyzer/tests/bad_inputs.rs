@@ -59,6 +59,14 @@ fn reference() -> Vec<u8> {
 /// The reference trace with more records for thread 1 pushed by `more`
 /// before the end marker.
 fn reference_with(more: impl FnOnce(&mut TraceWriter)) -> Vec<u8> {
+    let totals =
+        Totals { events: 6, allocations: 3, deallocations: 2, reallocations: 0, dropped: 0 };
+    reference_ending(totals, more)
+}
+
+/// The reference trace, with `more` records for thread 1, ending with an
+/// end marker that counts `totals`.
+fn reference_ending(totals: Totals, more: impl FnOnce(&mut TraceWriter)) -> Vec<u8> {
     let mut w = TraceWriter::new(synthetic_header(BLOCK as u32));
     w.push(1, 101, &Record::String { id: 1, bytes: b"app::Buf" });
     w.push(1, 101, &alloc(10, 0x1000, 100));
@@ -68,8 +76,6 @@ fn reference_with(more: impl FnOnce(&mut TraceWriter)) -> Vec<u8> {
     w.push(1, 101, &free(30, 0x2000));
     w.push(2, 102, &free(40, 0x3000));
     more(&mut w);
-    let totals =
-        Totals { events: 6, allocations: 3, deallocations: 2, reallocations: 0, dropped: 0 };
     // On thread 2, so that thread 1's block holds no zero word: its data
     // ends at its first zero word, where cases append raw records.
     w.push(2, 102, &Record::End { q: 100_000, totals });
@@ -226,7 +232,16 @@ fn corpus() -> Vec<Case> {
         },
         Case {
             name: "end-counts-huge",
-            bytes: end_counts_huge(),
+            bytes: reference_ending(
+                Totals {
+                    events: u64::MAX,
+                    allocations: u64::MAX,
+                    deallocations: u64::MAX,
+                    reallocations: u64::MAX,
+                    dropped: u64::MAX,
+                },
+                |_| {},
+            ),
             expect: reads(
                 &[
                     "the end marker counts 18446744073709551615 events but only 6 were decoded; 18446744073709551609 are missing",
@@ -325,23 +340,6 @@ fn corpus() -> Vec<Case> {
             expect: reads(&[], anomalies, "unknown_reallocation,40960\n"),
         },
     ]
-}
-
-/// The reference trace with every count of its end marker at `u64::MAX`.
-fn end_counts_huge() -> Vec<u8> {
-    let mut w = TraceWriter::new(synthetic_header(BLOCK as u32));
-    w.push(1, 101, &Record::String { id: 1, bytes: b"app::Buf" });
-    w.push(1, 101, &alloc(10, 0x1000, 100));
-    w.push(1, 101, &tag(11, 0x1000, 1, 0));
-    w.push(2, 102, &alloc(15, 0x3000, 7));
-    w.push(1, 101, &alloc(20, 0x2000, 50));
-    w.push(1, 101, &free(30, 0x2000));
-    w.push(2, 102, &free(40, 0x3000));
-    let m = u64::MAX;
-    let totals =
-        Totals { events: m, allocations: m, deallocations: m, reallocations: m, dropped: m };
-    w.push(2, 102, &Record::End { q: 100_000, totals });
-    w.finish()
 }
 
 /// Offset of the first zero word of the block at `block`: where the next

@@ -43,10 +43,7 @@ fn sql_compares_runs_and_no_run_is_rewritten() {
                  WHERE free_ts_ns IS NULL GROUP BY run ORDER BY run";
     let out = analyze(&[runs.to_str().unwrap(), "--sql", leaks, "--format", "csv"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "run,leaked_bytes\nci-101,100\nci-102,250\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "run,leaked_bytes\nci-101,100\nci-102,250\n");
     // Every table spans the runs.
     let out = analyze(&[
         runs.to_str().unwrap(),
@@ -69,10 +66,7 @@ fn sql_compares_runs_and_no_run_is_rewritten() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&other).unwrap(), before);
     let out = analyze(&[runs.to_str().unwrap(), "--sql", leaks, "--format", "csv"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "run,leaked_bytes\nci-101,7\nci-102,250\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "run,leaked_bytes\nci-101,7\nci-102,250\n");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Analyzer throughput on a synthetic 1-million-event trace: decoding the
-//! blocks (parallel), merging and pairing, building the Arrow tables, and
-//! the whole `--sql leaks` path.
+//! blocks (parallel), merging and pairing, pairing alone, building the
+//! Arrow tables, writing the Parquet dataset, and the whole `--sql leaks`
+//! path.
 //!
 //! Run: `cargo bench -p memscope-benches --bench decode`
 
@@ -9,6 +10,7 @@ use memscope_analyzer::decode::TraceFile;
 use memscope_analyzer::model::TraceData;
 use memscope_analyzer::query::{self, SqlSource};
 use memscope_analyzer::{Input, load, tables};
+use memscope_analyzer::{convert, pairing};
 use memscope_benches::synthetic_trace;
 
 const EVENTS: usize = 1_000_000;
@@ -30,8 +32,15 @@ fn benches(c: &mut Criterion) {
             TraceData::build(file.header().clone(), file.decode().unwrap(), bytes.len() as u64)
         })
     });
+    let data = TraceData::build(file.header().clone(), file.decode().unwrap(), bytes.len() as u64);
+    g.bench_function("pair", |b| b.iter(|| pairing::pair(&data.events)));
     g.bench_function("decode_to_arrow_tables", |b| {
         b.iter(|| tables::build(&load(&path).unwrap().data).unwrap())
+    });
+    let tables = tables::build(&data).unwrap();
+    let out = dir.path().join("dataset");
+    g.bench_function("write_parquet_dataset", |b| {
+        b.iter(|| convert::write_dataset(&data, &tables, &out, true).unwrap())
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let leaks = SqlSource::resolve("leaks", 1).unwrap();
