@@ -179,6 +179,10 @@ struct QueryArgs {
     /// Replace output files that exist.
     #[arg(long)]
     force: bool,
+    /// Print how long each --sql took to plan and run (wall time, after
+    /// the input was loaded) on stderr.
+    #[arg(long)]
+    timing: bool,
     /// Do not print warnings about the trace.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -257,7 +261,18 @@ async fn run_query(args: QueryArgs) -> Result<()> {
     let ctx = input.session().await?;
     let mut results = Vec::new();
     for source in &sources {
-        results.extend(query::run(&ctx, source).await?);
+        let start = std::time::Instant::now();
+        let ran = query::run(&ctx, source).await?;
+        if args.timing {
+            progress::clear();
+            let rows: usize = ran.iter().flat_map(|r| &r.batches).map(|b| b.num_rows()).sum();
+            eprintln!(
+                "memscope-analyze: timing: {}: {:.1} ms ({rows} rows)",
+                source.name,
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        results.extend(ran);
     }
     let dest = Destination::choose(args.output.as_deref(), args.format, results.len())?;
     output::write_results(&results, args.format, &dest, args.force)?;

@@ -400,3 +400,19 @@ fn progress_shows_on_a_terminal_only() {
     assert!(piped.status.success());
     assert_eq!(stderr(&piped), "", "nothing on stderr when it is not a terminal");
 }
+
+#[test]
+fn timing_names_each_query_with_its_rows() {
+    let dir = temp_dir();
+    let t = small_trace(dir.path());
+    let out = analyze(&[t.to_str().unwrap(), "--sql", "leaks", "--sql", "SELECT 1", "--timing"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    let shape =
+        regex::Regex::new(r"^memscope-analyze: timing: (leaks|query2): \d+\.\d ms \(1 rows\)$")
+            .unwrap();
+    assert!(lines.iter().all(|l| shape.is_match(l)), "{err}");
+    assert!(lines[0].contains(": leaks: ") && lines[1].contains(": query2: "), "{err}");
+}
