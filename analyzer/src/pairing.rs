@@ -361,7 +361,7 @@ fn overlap(
     let address = events.address[i];
     let limit = (i + 1 + REORDER_LOOKAHEAD).min(events.len());
     let late = (i + 1..limit)
-        .take_while(|&j| events.ts_ns[j] - events.ts_ns[i] <= REORDER_WINDOW_NS)
+        .take_while(|&j| events.ts_ns[j].saturating_sub(events.ts_ns[i]) <= REORDER_WINDOW_NS)
         .find(|&j| {
             events.thread_id[j] != events.thread_id[i]
                 && !late_ends.contains_key(&j)

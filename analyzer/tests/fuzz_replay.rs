@@ -1,8 +1,9 @@
 //! Replays what the fuzzers keep: the inputs of the `decode` and `sql` fuzz
-//! targets that once failed (committed under `fuzz/artifacts/`) and, when
-//! present, their local corpora (`fuzz/corpus/`, not committed), with the
+//! targets that once failed (committed under `fuzz/artifacts/`), with the
 //! bad-trace corpus and the query files, through the same checks the fuzz
-//! targets run. See the README's "Fuzzing" section.
+//! targets run. With `MEMSCOPE_REPLAY_CORPUS=1` it also replays the local
+//! corpora the fuzzers grew (`fuzz/corpus/`, not committed; thousands of
+//! inputs). See the README's "Fuzzing" section.
 
 mod common;
 
@@ -26,7 +27,11 @@ fn files(dirs: &[PathBuf]) -> Vec<PathBuf> {
 
 fn fuzz_dirs(target: &str) -> Vec<PathBuf> {
     let fuzz = common::root().join("fuzz");
-    vec![fuzz.join("corpus").join(target), fuzz.join("artifacts").join(target)]
+    let mut dirs = vec![fuzz.join("artifacts").join(target)];
+    if std::env::var_os("MEMSCOPE_REPLAY_CORPUS").is_some() {
+        dirs.push(fuzz.join("corpus").join(target));
+    }
+    dirs
 }
 
 #[test]
