@@ -100,12 +100,18 @@ impl TraceFile {
     pub fn check_unchanged(&self) -> Result<Option<String>> {
         let mapped = self.map.len() as u64;
         let now = self.file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
-        if self.map.faulted() || now < mapped {
+        if now < mapped {
             return Err(Error::Changed {
                 path: self.path.clone(),
                 detail: format!(
                     "the file shrank from {mapped} to {now} bytes while it was read; read it again once nothing writes to it"
                 ),
+            });
+        }
+        if self.map.faulted() {
+            return Err(Error::Changed {
+                path: self.path.clone(),
+                detail: "part of the file vanished while it was read (cut and grown again?); read it again once nothing writes to it".into(),
             });
         }
         Ok((now > mapped).then(|| {

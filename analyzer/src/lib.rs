@@ -264,6 +264,9 @@ impl Input {
             return Ok(());
         };
         let runs: Vec<String> = query::dataset_runs(dir).into_iter().map(|(id, _)| id).collect();
+        if runs.len() <= 1 {
+            return Ok(());
+        }
         let shown = runs.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         let more =
             if runs.len() > 5 { format!(" and {} more", runs.len() - 5) } else { String::new() };

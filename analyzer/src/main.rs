@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     // and leave no partial output behind.
     std::panic::set_hook(Box::new(|info| {
         output::remove_partial_outputs();
-        progress::clear();
+        progress::abandon();
         eprintln!(
             "memscope-analyze: internal error (a bug; please report it with the command line): {info}"
         );
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     // leaving a partial output file or its temporary file behind.
     let interrupted = ctrlc::set_handler(|| {
         output::remove_partial_outputs();
-        progress::clear();
+        progress::abandon();
         eprintln!("memscope-analyze: interrupted");
         std::process::exit(130);
     });

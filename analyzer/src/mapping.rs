@@ -6,8 +6,8 @@
 //! analyzer. The recorder itself truncates its file when it finishes, so a
 //! trace analyzed while its program is still running can shrink under the
 //! reader. While a [`GuardedMap`] is alive, a `SIGBUS` inside it is caught:
-//! the handler maps a zero-filled page over the faulting page, the read
-//! goes on and sees zeros (an unused block, or the end of a block's data),
+//! the handler maps zero-filled pages over the faulting page and the rest
+//! of the map, the read goes on and sees zeros (an unused block, or the end of a block's data),
 //! and the map remembers that it [faulted](GuardedMap::faulted). The
 //! decoder then reports the file as changed instead of answering from what
 //! it read. A `SIGBUS` anywhere else goes to the handler that was installed
@@ -64,12 +64,14 @@ impl GuardedMap {
         install_handler();
         // SAFETY: memmap2 requires that the file not be modified or
         // truncated while mapped, because the bytes behind the slice could
-        // change or vanish. The analyzer only reads the map; bytes that a
-        // running recorder appends into blocks are whole records or zero
-        // words (FORMAT.md § Finished and unfinished traces), which the
-        // decoder reads either way. Truncation is what this module guards
-        // against: pages that vanish read as zeros (see `on_sigbus`) and
-        // `faulted` turns the read into an error.
+        // change or vanish. Truncation is what this module guards against:
+        // pages that vanish read as zeros (see `on_sigbus`) and `faulted`
+        // turns the read into an error. Bytes that a running recorder
+        // stores into blocks while we read are a risk we accept, as every
+        // reader of a live memory-mapped file does: the format stores a
+        // record's first word last, so the decoder sees either a whole
+        // record or a zero word (FORMAT.md § Finished and unfinished
+        // traces), and the analyzer never writes through the map.
         let map = unsafe { Mmap::map(file) }?;
         let slot = if map.is_empty() { None } else { claim_slot(map.as_ptr() as usize, map.len()) };
         Ok(GuardedMap { map, slot })
@@ -137,48 +139,94 @@ fn install_handler() {
     });
 }
 
-/// The `SIGBUS` handler: for a fault inside a guarded map, replaces the
-/// faulting page by a zero page and marks the map; for any other fault,
-/// puts back the previous action and returns, so that the access faults
-/// again and the previous action deals with it.
+/// The `SIGBUS` handler: for an access fault inside a guarded map,
+/// replaces the pages from the faulting one on by zero pages and marks the
+/// map; for any
+/// other fault, puts back the previous action, which takes the fault when
+/// the access runs again; a `SIGBUS` sent by another process gets the
+/// default action (the process ends).
 extern "C" fn on_sigbus(
     _signal: libc::c_int,
     info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
     // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler;
-    // for SIGBUS, si_addr is the faulting address.
-    let address = unsafe { (*info).si_addr() } as usize;
+    // errno is this thread's own, saved and restored around our calls.
+    let (code, address, errno) =
+        unsafe { ((*info).si_code, (*info).si_addr() as usize, *libc::__errno_location()) };
+    if code == libc::BUS_ADRERR && zero_from(address) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+        return;
+    }
+    // SAFETY: sigaction, signal and raise are async-signal-safe; `previous`
+    // is the action sigaction(2) gave us when ours was installed.
+    unsafe {
+        if code <= 0 {
+            // Sent by a process (kill, sigqueue), not by a fault: it would
+            // not come again by itself, and Rust's own handler would drop
+            // it. Take the default action, as for any program.
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            libc::raise(libc::SIGBUS);
+        } else {
+            match PREVIOUS.get() {
+                // The access faults again and the previous action takes it.
+                Some(previous) => libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()),
+                // Ours was installed but the previous action not yet
+                // stored: take the default one.
+                None => {
+                    libc::signal(libc::SIGBUS, libc::SIG_DFL);
+                    0
+                }
+            };
+        }
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Maps zero pages over the page of `address` and the rest of its map, if
+/// it lies in a guarded map, and marks that map as faulted.
+/// Async-signal-safe.
+fn zero_from(address: usize) -> bool {
     for slot in &GUARDED {
         let start = slot.start.load(Ordering::SeqCst);
         let len = slot.len.load(Ordering::SeqCst);
-        if start == 0 || start == usize::MAX || address < start || address - start >= len {
+        // A slot released and claimed again between the two loads would
+        // pair one map's start with another's length: load start again.
+        if start == 0
+            || start == usize::MAX
+            || slot.start.load(Ordering::SeqCst) != start
+            || address < start
+            || address - start >= len
+        {
             continue;
         }
         let page = PAGE_SIZE.load(Ordering::SeqCst);
         let page_start = address & !(page - 1);
-        // SAFETY: the page lies inside a live mapping of ours (the slot is
-        // released before the mapping is unmapped, and this thread is
-        // reading it right now), so replacing it with a private anonymous
-        // page changes no memory that anything else owns.
+        // Everything from the faulting page to the end of the map: a file
+        // is cut from its end, so the later pages are gone too, and one
+        // mapping per faulting page could exhaust the process's mappings.
+        let map_end = (start + len).div_ceil(page) * page;
+        // SAFETY: the page lies inside a live mapping of ours: this thread
+        // faulted while reading it, and a slot is released before its
+        // mapping is unmapped (see `Drop`), with start and length read
+        // consistently above. Replacing it with a private anonymous page
+        // changes no memory that anything else owns.
         let replaced = unsafe {
             libc::mmap(
                 page_start as *mut libc::c_void,
-                page,
+                map_end - page_start,
                 libc::PROT_READ,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
             )
         };
-        if replaced != libc::MAP_FAILED {
-            slot.faulted.store(true, Ordering::SeqCst);
-            return;
+        if replaced == libc::MAP_FAILED {
+            return false;
         }
-        break;
+        slot.faulted.store(true, Ordering::SeqCst);
+        return true;
     }
-    if let Some(previous) = PREVIOUS.get() {
-        // SAFETY: `previous` is the action sigaction(2) returned to us.
-        unsafe { libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()) };
-    }
+    false
 }

@@ -30,13 +30,15 @@ fn show(make: impl FnOnce() -> ProgressBar) {
         return;
     }
     let bar = make();
+    let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    // The old line goes first, so two bars never draw at once.
+    if let Some(old) = current.take() {
+        old.finish_and_clear();
+    }
     // Drawn at once, so that even a short stage shows what is being done.
     bar.tick();
     bar.enable_steady_tick(Duration::from_millis(120));
-    let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = current.replace(bar) {
-        old.finish_and_clear();
-    }
+    *current = Some(bar);
 }
 
 /// Starts a stage measured in bytes, `total` of them: a bar with a rate
@@ -57,9 +59,12 @@ pub fn bytes(message: impl Into<String>, total: u64) {
 /// Advances the current bar by `n` bytes.
 #[inline]
 pub fn advance(n: u64) {
-    if ENABLED.load(Ordering::Relaxed)
-        && let Some(bar) = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
-    {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    // A clone (a reference count), so the lock is not held while drawing.
+    let bar = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(bar) = bar {
         bar.inc(n);
     }
 }
@@ -80,6 +85,17 @@ pub fn stage(message: impl Into<String>) {
 /// terminal or when the work is done.
 pub fn clear() {
     if let Some(bar) = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        bar.finish_and_clear();
+    }
+}
+
+/// Erases the progress line if no other thread is drawing it: for a panic
+/// hook or a signal handler, which must not wait for a lock the panicking
+/// or interrupted thread may hold.
+pub fn abandon() {
+    if let Ok(mut current) = CURRENT.try_lock()
+        && let Some(bar) = current.take()
+    {
         bar.finish_and_clear();
     }
 }
