@@ -7,17 +7,21 @@
 use std::path::Path;
 use std::time::Duration;
 
+use memscope_analyzer::datafusion::arrow::compute::concat_batches;
 use memscope_analyzer::decode::decode_blocks;
-use memscope_analyzer::model::TraceData;
 use memscope_analyzer::query::{self, Origin, SqlSource};
-use memscope_analyzer::tables;
+use memscope_analyzer::scan::TraceIndex;
+use memscope_analyzer::stream;
+use memscope_analyzer::tables::{MemorySink, TableData};
 use memscope_schema::format::FileHeader;
 use memscope_schema::reader::BlockLayout;
 use memscope_schema::{DecodeError, DecodeErrorKind, Record, Trace};
 
 /// Decodes `bytes` as a trace twice, with the analyzer's parallel decoder
 /// and with the sequential reference reader. Both must give the same error,
-/// or the same events; a trace that decodes must pair and build its tables.
+/// or the same events; a trace that decodes must pair and build its tables,
+/// the same tables whatever the number of blocks the second pass decodes
+/// at once.
 pub fn decode(bytes: &[u8]) {
     let reference = Trace::read(bytes);
     let ours = FileHeader::decode(bytes).and_then(|header| {
@@ -53,11 +57,31 @@ pub fn decode(bytes: &[u8]) {
             ours
         }
     };
-    let data = TraceData::build(header, blocks, bytes.len() as u64);
-    assert_eq!(data.event_alloc_id.len(), data.events.len());
-    if let Err(e) = tables::build(&data) {
-        panic!("a decoded trace must give tables: {e}");
+    drop(blocks);
+    let layout = BlockLayout::of(&header, bytes.len() as u64).expect("checked above");
+    let one_block = tables(&header, bytes, &layout, 1);
+    let many = tables(&header, bytes, &layout, stream::CHUNK_BLOCKS);
+    for (a, b) in one_block.iter().zip(&many) {
+        let whole = |t: &TableData| concat_batches(&t.schema, &t.batches).expect("one schema");
+        assert_eq!(whole(a), whole(b), "table {} depends on the chunk size", a.table.name);
     }
+}
+
+/// The tables of a trace that decodes, with the second pass decoding
+/// `chunk_blocks` blocks at once.
+fn tables(header: &FileHeader, bytes: &[u8], layout: &BlockLayout, chunk: usize) -> Vec<TableData> {
+    let index =
+        TraceIndex::build(bytes, layout).expect("the first pass decodes what decode_blocks does");
+    let mut sink = MemorySink::new();
+    let data = match stream::run_chunked(header.clone(), bytes, layout, index, &mut sink, chunk) {
+        Ok(data) => data,
+        Err(e) => panic!("a decoded trace must give tables: {e:?}"),
+    };
+    let tables = sink.finish();
+    let rows = |name: &str| tables.iter().find(|t| t.table.name == name).unwrap().num_rows() as u64;
+    assert_eq!(rows("events"), data.event_count);
+    assert_eq!(rows("allocations"), data.allocation_count);
+    tables
 }
 
 fn is_too_many_bytes(e: &DecodeError) -> bool {

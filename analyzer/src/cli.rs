@@ -17,7 +17,7 @@ use memscope_analyzer::report::budget::{Budget, BudgetsFile};
 use memscope_analyzer::report::metrics::Temporary;
 use memscope_analyzer::report::render::{Format as ReportFormat, render};
 use memscope_analyzer::report::{self, Report, diff};
-use memscope_analyzer::{Input, convert, load, progress};
+use memscope_analyzer::{Input, convert, progress, stream_trace};
 use memscope_schema::tables::TABLES;
 
 /// Answers SQL over memscope heap traces: what leaked, what is hot, how
@@ -291,12 +291,12 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         .into());
     }
     let output = convert::output_dir(&args.output, args.run.as_deref())?;
-    let loaded = load(&args.trace)?;
-    warn(&args.trace, &loaded.warnings, args.quiet);
-    let paths = convert::write_dataset(&loaded.data, &loaded.tables, &output, args.force)?;
-    for (path, t) in paths.iter().zip(&loaded.tables) {
+    let (data, warnings, sink) =
+        stream_trace(&args.trace, || convert::ParquetSink::create(&output, args.force))?;
+    warn(&args.trace, &warnings, args.quiet);
+    for (path, rows) in sink.finish(&data)? {
         progress::clear();
-        eprintln!("wrote {} ({} rows)", path.display(), t.num_rows());
+        eprintln!("wrote {} ({rows} rows)", path.display());
     }
     Ok(())
 }

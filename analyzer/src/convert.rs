@@ -1,20 +1,24 @@
 //! `convert`: every table as a zstd Parquet file, with the trace header in
-//! the footer's key/value metadata.
+//! the footer's key/value metadata, written row group by row group as the
+//! trace is decoded ([`ParquetSink`]).
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
-use memscope_schema::tables::ColumnType;
+use memscope_schema::tables::{ColumnType, TABLES, Table};
 
 use crate::error::{Error, Result};
 use crate::model::TraceData;
-use crate::output::write_file_with;
+use crate::output::PendingFile;
 use crate::query;
-use crate::tables::TableData;
+use crate::tables::TableSink;
 
 /// Rows per Parquet row group: large enough for fast scans, small enough
 /// for readers that split work by row group.
@@ -45,12 +49,11 @@ pub fn header_metadata(data: &TraceData, table: &str) -> Vec<KeyValue> {
 }
 
 /// Writer settings for one table.
-fn properties(table: &TableData, metadata: Vec<KeyValue>) -> WriterProperties {
+fn properties(table: &Table) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_key_value_metadata(Some(metadata));
-    for c in table.table.columns {
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for c in table.columns {
         if DELTA_COLUMNS.contains(&c.name) && matches!(c.ty, ColumnType::UInt64 | ColumnType::Int64)
         {
             let path = ColumnPath::from(c.name);
@@ -102,46 +105,92 @@ pub fn output_dir(dir: &Path, run: Option<&str>) -> Result<PathBuf> {
     }
 }
 
-/// Writes every table to `dir/<table>.parquet` and returns the paths.
-/// Existing files are an error unless `force`; each file appears whole.
-///
-/// # Errors
-///
-/// [`Error::OutputExists`], [`Error::Io`], [`Error::Engine`].
-pub fn write_dataset(
-    data: &TraceData,
-    tables: &[TableData],
-    dir: &Path,
-    force: bool,
-) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let paths: Vec<PathBuf> =
-        tables.iter().map(|t| dir.join(format!("{}.parquet", t.table.name))).collect();
-    if !force && let Some(p) = paths.iter().find(|p| p.exists()) {
-        return Err(Error::OutputExists { path: p.clone() });
+/// Writes every table to `dir/<table>.parquet` as its batches come, a row
+/// group at a time: memory holds at most one row group per table. Each
+/// file appears whole, when [`ParquetSink::finish`] has written every
+/// table; until then it is a temporary file beside it.
+pub struct ParquetSink {
+    dir: PathBuf,
+    writers: Vec<TableWriter>,
+}
+
+/// One table's file being written.
+struct TableWriter {
+    table: &'static Table,
+    pending: PendingFile,
+    writer: ArrowWriter<BufWriter<File>>,
+    rows: u64,
+}
+
+impl ParquetSink {
+    /// Starts writing a dataset into `dir` (made if missing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutputExists`] when a table's file exists and not `force`
+    /// (checked for every table before anything is written);
+    /// [`Error::Io`], [`Error::Engine`].
+    pub fn create(dir: &Path, force: bool) -> Result<ParquetSink> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = |t: &Table| dir.join(format!("{}.parquet", t.name));
+        if !force && let Some(p) = TABLES.iter().map(|t| path(t)).find(|p| p.exists()) {
+            return Err(Error::OutputExists { path: p });
+        }
+        let mut writers = Vec::new();
+        for table in TABLES {
+            let path = path(table);
+            let mut pending = PendingFile::create(&path, force)?;
+            let file = pending.file().try_clone().map_err(|e| Error::io(&path, e))?;
+            let schema = std::sync::Arc::new(table.schema());
+            let writer =
+                ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties(table)))
+                    .map_err(|e| Error::engine(format!("writing {}", path.display()), e))?;
+            writers.push(TableWriter { table, pending, writer, rows: 0 });
+        }
+        Ok(ParquetSink { dir: dir.to_path_buf(), writers })
     }
-    for (t, path) in tables.iter().zip(&paths) {
-        crate::progress::stage(format!("writing {} ({} rows)", path.display(), t.num_rows()));
-        let props = properties(t, header_metadata(data, t.table.name));
-        let mut failure = None;
-        write_file_with(path, force, |file| {
-            let result = (|| {
-                let mut w = ArrowWriter::try_new(&mut *file, t.schema.clone(), Some(props))?;
-                for b in &t.batches {
-                    w.write(b)?;
-                }
-                w.close().map(|_| ())
-            })();
-            result.map_err(|e| {
-                let io = std::io::Error::other(e.to_string());
-                failure = Some(e);
-                io
-            })
-        })
-        .map_err(|e| match failure.take() {
-            Some(p) => Error::engine(format!("writing {}", path.display()), p),
-            None => e,
-        })?;
+
+    /// Finishes every file, with `data`'s header in its footer, and makes
+    /// them the outputs. Returns each file's path and row count.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`], [`Error::Engine`], [`Error::OutputExists`] when
+    /// another process made an output meanwhile.
+    pub fn finish(self, data: &TraceData) -> Result<Vec<(PathBuf, u64)>> {
+        let mut done = Vec::new();
+        for mut w in self.writers {
+            let path = w.pending.path().to_path_buf();
+            crate::progress::stage(format!("finishing {} ({} rows)", path.display(), w.rows));
+            let failed = |e| Error::engine(format!("writing {}", path.display()), e);
+            for kv in header_metadata(data, w.table.name) {
+                w.writer.append_key_value_metadata(kv);
+            }
+            let buffered = w.writer.into_inner().map_err(failed)?;
+            let file = buffered.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            w.pending.commit()?;
+            done.push((path, w.rows));
+        }
+        Ok(done)
     }
-    Ok(paths)
+
+    /// The directory written to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl TableSink for ParquetSink {
+    fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
+        let w = self
+            .writers
+            .iter_mut()
+            .find(|w| w.table.name == table.name)
+            .expect("a writer for every table");
+        w.rows += batch.num_rows() as u64;
+        w.writer
+            .write(&batch)
+            .map_err(|e| Error::engine(format!("writing {}", w.pending.path().display()), e))
+    }
 }

@@ -359,6 +359,20 @@ impl BlockEvents {
         self.stack.push(stack);
     }
 
+    /// Drops the event columns (keeping strings, stacks, names and markers)
+    /// and their memory.
+    pub fn clear_events(&mut self) {
+        self.q = Vec::new();
+        self.kind = Vec::new();
+        self.address = Vec::new();
+        self.size = Vec::new();
+        self.align = Vec::new();
+        self.old_address = Vec::new();
+        self.zeroed = Vec::new();
+        self.tags = Vec::new();
+        self.stack = Vec::new();
+    }
+
     /// Number of events in the block.
     pub fn len(&self) -> usize {
         self.q.len()

@@ -7,22 +7,29 @@ library.
 
 A trace goes through these stages, each with its entry point:
 
-1. [`decode::TraceFile::open`] maps the file and checks its header;
-   [`decode::TraceFile::decode`] decodes its blocks in parallel (rayon).
-2. [`model::TraceData::build`] merges the threads' events into one time
-   order and [`pairing`] pairs each allocation with the event that ended it
-   (what it cannot pair becomes the `anomalies` table).
-3. [`tables::build`] turns the result into Arrow record batches for the
-   tables `allocations`, `anomalies`, `events`, `stacks`, `frames`,
-   `modules`, `rss`, `threads` and `trace` ([`stacks`] symbolizes the call
-   stacks), whose columns are defined in `memscope_schema::tables`.
-4. [`query`] registers them with a DataFusion session and runs SQL files;
-   [`output`] prints or writes the results; [`convert`] writes the tables as
-   Parquet; [`flamegraph`] draws allocations by call stack; [`report`]
-   summarizes a trace, checks budgets and diffs two traces.
+1. [`decode::TraceFile::open`] maps the file and checks its header.
+2. [`scan::TraceIndex::build`] decodes every block in parallel (rayon), a
+   chunk of blocks at a time, checks it, and keeps what is small: strings,
+   call stacks, modules, thread facts, RSS samples, and where each block
+   stands in time. [`stacks`] symbolizes the call stacks.
+3. [`stream::run`] decodes the blocks again, a chunk at a time in time
+   order; [`merge`] merges the threads' events into one time order and
+   [`pairing`] pairs each allocation with the event that ended it (what it
+   cannot pair becomes the `anomalies` table). The rows of the big tables
+   (`events`, `allocations`, `anomalies`) go to a [`tables::TableSink`] in
+   record batches as soon as they are final, so memory holds the live
+   allocations, not the trace: [`tables::MemorySink`] keeps them for
+   queries, [`convert::ParquetSink`] writes them as Parquet row groups.
+   The other tables (`stacks`, `frames`, `modules`, `rss`, `threads`,
+   `trace`) follow from the [`model::TraceData`] the pass returns. Their
+   columns are defined in `memscope_schema::tables`.
+4. [`query`] registers the tables with a DataFusion session and runs SQL
+   files; [`output`] prints or writes the results; [`flamegraph`] draws
+   allocations by call stack; [`report`] summarizes a trace, checks budgets
+   and diffs two traces.
 
-[`load`] runs stages 1 to 3, and [`Input::open`] also accepts a directory
-written by `convert`.
+[`load`] runs stages 1 to 3 into memory, [`stream_trace`] into any sink,
+and [`Input::open`] also accepts a directory written by `convert`.
 
 # Example
 
@@ -46,13 +53,16 @@ pub mod decode;
 pub mod error;
 pub mod flamegraph;
 pub mod mapping;
+pub mod merge;
 pub mod model;
 pub mod output;
 pub mod pairing;
 pub mod progress;
 pub mod query;
 pub mod report;
+pub mod scan;
 pub mod stacks;
+pub mod stream;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -65,7 +75,8 @@ use datafusion::prelude::SessionContext;
 use crate::decode::TraceFile;
 use crate::error::Result;
 use crate::model::TraceData;
-use crate::tables::TableData;
+use crate::scan::TraceIndex;
+use crate::tables::{MemorySink, TableData, TableSink};
 
 /// A decoded trace with its tables and what the user should be told about
 /// it.
@@ -79,19 +90,41 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Decodes the trace at `path` and builds its tables.
+/// Decodes the trace at `path` and builds its tables in memory.
 ///
 /// # Errors
 ///
 /// Any [`error::Error`] from opening or decoding the trace.
 pub fn load(path: &Path) -> Result<Loaded> {
+    let (data, warnings, sink) = stream_trace(path, || Ok(MemorySink::new()))?;
+    Ok(Loaded { data, tables: sink.finish(), warnings })
+}
+
+/// Decodes the trace at `path` in two passes ([`scan`], then [`stream`]),
+/// handing its tables' batches to the sink that `make_sink` makes once the
+/// first pass has checked the whole trace; returns what the trace is apart
+/// from its big tables, the warnings for the user, and the sink.
+///
+/// # Errors
+///
+/// Any [`error::Error`] from opening or decoding the trace, or from making
+/// or writing to the sink.
+pub fn stream_trace<S: TableSink>(
+    path: &Path,
+    make_sink: impl FnOnce() -> Result<S>,
+) -> Result<(TraceData, Vec<String>, S)> {
     let file = TraceFile::open(path)?;
+    let decode_error = |source| error::Error::Decode { path: path.to_path_buf(), source };
     progress::bytes(format!("decoding {}", path.display()), file.bytes().len() as u64);
-    let blocks = file.decode()?;
+    let index = TraceIndex::build(file.bytes(), file.layout()).map_err(decode_error)?;
+    let mut sink = make_sink()?;
+    let data = stream::run(file.header().clone(), file.bytes(), file.layout(), index, &mut sink);
+    // A file cut while it was read decodes as garbage: say that first.
     let grew = file.check_unchanged()?;
-    let data = TraceData::build(file.header().clone(), blocks, file.bytes().len() as u64);
-    progress::stage(format!("building tables of {} events", data.events.len()));
-    let tables = tables::build(&data)?;
+    let data = data.map_err(|e| match e {
+        stream::StreamError::Decode(source) => decode_error(source),
+        stream::StreamError::Sink(e) => e,
+    })?;
     let mut warnings = warnings(&data);
     let partial = file.layout().partial_bytes;
     if partial > 0 {
@@ -100,7 +133,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         ));
     }
     warnings.extend(grew);
-    Ok(Loaded { data, tables, warnings })
+    Ok((data, warnings, sink))
 }
 
 fn warnings(data: &TraceData) -> Vec<String> {
@@ -109,14 +142,14 @@ fn warnings(data: &TraceData) -> Vec<String> {
     if !h.is_finished() {
         w.push(format!(
             "trace not finished: {} events recovered (the program was killed, crashed or is still running)",
-            data.events.len()
+            data.event_count
         ));
     }
     if h.recording_failed() {
         w.push("recording stopped early because the trace file could not grow (disk full?); later events are missing".into());
     }
     if let Some((_, totals)) = data.end {
-        let decoded = data.events.len() as u64;
+        let decoded = data.event_count;
         if decoded < totals.events {
             w.push(format!(
                 "the end marker counts {} events but only {decoded} were decoded; {} are missing",

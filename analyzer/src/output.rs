@@ -225,43 +225,91 @@ pub fn write_file_with(
     force: bool,
     fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
-    if !force && path.exists() {
-        return Err(Error::OutputExists { path: path.to_path_buf() });
+    let mut pending = PendingFile::create(path, force)?;
+    fill(pending.file()).map_err(|e| Error::io(path, e))?;
+    pending.commit()
+}
+
+/// An output file being written: a temporary file beside it that becomes
+/// the output only on [`PendingFile::commit`], so that readers never see it
+/// half written, and that an interrupted run deletes
+/// ([`remove_partial_outputs`]).
+#[derive(Debug)]
+pub struct PendingFile {
+    path: PathBuf,
+    force: bool,
+    tmp: tempfile::NamedTempFile,
+    _partial: Partial,
+}
+
+impl PendingFile {
+    /// Starts writing `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutputExists`] when it exists and not `force`;
+    /// [`Error::Io`] when the temporary file cannot be made.
+    pub fn create(path: &Path, force: bool) -> Result<PendingFile> {
+        if !force && path.exists() {
+            return Err(Error::OutputExists { path: path.to_path_buf() });
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".memscope-").suffix(".tmp");
+        // Temporary files are private (0600); the output is an ordinary
+        // file, readable by others as files made with the usual umask are.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o644));
+        }
+        let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        let partial = Partial::register(tmp.path());
+        Ok(PendingFile { path: path.to_path_buf(), force, tmp, _partial: partial })
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".memscope-").suffix(".tmp");
-    // Temporary files are private (0600); the output is an ordinary file,
-    // readable by others as files made with the usual umask are.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o644));
+
+    /// The path it will have.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
-    let _partial = Partial::register(tmp.path());
-    fill(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
-    if force {
-        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::OutputExists { path: path.to_path_buf() }
-            } else {
-                Error::io(path, e.error)
-            }
-        })?;
+
+    /// The temporary file, to write to.
+    pub fn file(&mut self) -> &mut fs::File {
+        self.tmp.as_file_mut()
     }
-    Ok(())
+
+    /// Makes the file the output, replacing an existing one only when
+    /// created with `force`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutputExists`] when another process made the output
+    /// meanwhile; [`Error::Io`].
+    pub fn commit(self) -> Result<()> {
+        let path = self.path;
+        if self.force {
+            self.tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        } else {
+            self.tmp.persist_noclobber(&path).map_err(|e| {
+                if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::OutputExists { path: path.clone() }
+                } else {
+                    Error::io(&path, e.error)
+                }
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Temporary files being written, for [`remove_partial_outputs`].
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// A temporary output registered in [`PARTIAL`] while it exists.
+#[derive(Debug)]
 struct Partial(PathBuf);
 
 impl Partial {

@@ -15,91 +15,507 @@
 //! Events that match nothing are kept as events and counted in
 //! [`Anomalies`]: deallocations of blocks allocated before recording began
 //! are the usual case.
+//!
+//! [`Pairer`] works a chunk of events at a time and hands rows out as soon
+//! as they are final, so that memory holds only what is live: the live
+//! allocations (with the untagged blocks of their reallocation chains,
+//! which wait for a tag), the last allocation freed at each address, and
+//! a window of [`REORDER_LOOKAHEAD`] events.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
 use crate::decode::kind;
-use crate::model::Events;
+use crate::merge::Events;
 
 /// Marks "no value" in the sentinel-coded `u64` columns below.
 pub const NONE_U64: u64 = u64::MAX;
-/// Marks "no row" in row links.
-const NO_ROW: u32 = u32::MAX;
 
-/// Allocations as columns of equal length, in the order they started.
-/// Absent values: [`NONE_U64`] in id columns, 0 in thread and string ids
-/// (which start at 1), and `freed` false for the end columns.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Allocations {
+/// One allocation, from the event that started it to the one that ended
+/// it. Absent values: [`NONE_U64`] in id columns, 0 in string and stack ids
+/// (which start at 1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocation {
     /// Event index of the starting event.
-    pub alloc_id: Vec<u64>,
+    pub alloc_id: u64,
     /// Start address.
-    pub address: Vec<u64>,
+    pub address: u64,
     /// Size in bytes.
-    pub size: Vec<u64>,
+    pub size: u64,
     /// Alignment in bytes.
-    pub align: Vec<u64>,
+    pub align: u64,
     /// Start time, ns since origin.
-    pub alloc_ts_ns: Vec<i64>,
-    /// Whether the allocation ended (by a deallocation or reallocation).
-    pub freed: Vec<bool>,
-    /// End time, ns since origin; meaningful where `freed`.
-    pub free_ts_ns: Vec<i64>,
+    pub alloc_ts_ns: i64,
+    /// End time (ns since origin) and ending thread; `None` when leaked.
+    pub end: Option<(i64, u32)>,
     /// Allocating thread.
-    pub alloc_thread_id: Vec<u32>,
-    /// Ending thread, or 0 when leaked.
-    pub free_thread_id: Vec<u32>,
+    pub alloc_thread_id: u32,
     /// Type name string id, or 0.
-    pub type_id: Vec<u32>,
+    pub type_id: u32,
     /// Variable name string id, or 0.
-    pub var_id: Vec<u32>,
+    pub var_id: u32,
     /// `alloc_id` this one continues, or [`NONE_U64`].
-    pub realloc_from: Vec<u64>,
+    pub realloc_from: u64,
     /// `alloc_id` that continues this one, or [`NONE_U64`].
-    pub realloc_to: Vec<u64>,
+    pub realloc_to: u64,
     /// Requested zero-filled.
-    pub zeroed: Vec<bool>,
+    pub zeroed: bool,
     /// Trace-wide stack id (0: none).
-    pub stack_id: Vec<u32>,
+    pub stack_id: u32,
 }
 
-impl Allocations {
-    /// Number of allocations.
+/// Events as they leave pairing, as columns of equal length: the merged
+/// events' own columns plus what pairing found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventRows {
+    /// `event_id` of the first row.
+    pub first_event_id: u64,
+    /// Nanoseconds since the trace origin.
+    pub ts_ns: Vec<i64>,
+    /// Recorder thread id.
+    pub thread_id: Vec<u32>,
+    /// [`kind`] code.
+    pub kind: Vec<u8>,
+    /// Address (see `events.address`).
+    pub address: Vec<u64>,
+    /// Size in bytes: the event's own for allocations and reallocations,
+    /// the freed block's for deallocations ([`NONE_U64`] when unknown), 0
+    /// for tags.
+    pub size: Vec<u64>,
+    /// Alignment in bytes for allocations and reallocations; 0 otherwise.
+    pub align: Vec<u64>,
+    /// Old address of reallocations; 0 otherwise.
+    pub old_address: Vec<u64>,
+    /// The `alloc_id` the event starts, ends or tags, or [`NONE_U64`].
+    pub alloc_id: Vec<u64>,
+}
+
+impl EventRows {
+    /// Number of rows.
     pub fn len(&self) -> usize {
-        self.alloc_id.len()
+        self.ts_ns.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.alloc_id.is_empty()
+        self.ts_ns.is_empty()
     }
 
+    /// Appends `events[..n]`, with sizes and `alloc_id`s to be filled in.
+    fn extend(&mut self, events: &Events, n: usize) {
+        self.ts_ns.extend_from_slice(&events.ts_ns[..n]);
+        self.thread_id.extend_from_slice(&events.thread_id[..n]);
+        self.kind.extend_from_slice(&events.kind[..n]);
+        self.address.extend_from_slice(&events.address[..n]);
+        self.size.extend_from_slice(&events.size[..n]);
+        self.align.extend_from_slice(&events.align[..n]);
+        self.old_address.extend_from_slice(&events.old_address[..n]);
+        self.alloc_id.resize(self.alloc_id.len() + n, NONE_U64);
+    }
+}
+
+/// Rows that pairing has made final, in the order it made them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rows {
+    /// Events, in time order.
+    pub events: EventRows,
+    /// Allocations, in the order they ended (leaked ones, at the end of
+    /// the trace, in the order they started).
+    pub allocations: Vec<Allocation>,
+    /// Anomalies, in event order.
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A live allocation: its row so far and the blocks before it in its
+/// reallocation chain that wait for a tag.
+#[derive(Debug)]
+struct Live {
+    row: Allocation,
+    /// Ended, untagged blocks of the chain before this one: they take the
+    /// type of the first tagged block after them.
+    untagged_before: Vec<Allocation>,
+}
+
+/// What pairing knows of an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Live: the index of its [`Live`].
+    Live(u32),
+    /// The last allocation there was deallocated (its `alloc_id`) and no
+    /// block is live there since: tells a double deallocation from one of
+    /// an unknown address.
+    Freed(u64),
+}
+
+/// How an allocation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// By a reallocation that started allocation `to`; the chain goes on.
+    Reallocated { to: u64 },
+    /// By a deallocation, or by an allocation at its address (a missing
+    /// deallocation): the chain ends.
+    Freed,
+    /// Not at all: leaked.
+    Leaked,
+}
+
+/// Pairing's state between chunks of events.
+#[derive(Debug, Default)]
+pub struct Pairer {
+    /// `event_id` of the next event to pair.
+    next_event: u64,
+    lives: Vec<Live>,
+    free_lives: Vec<u32>,
+    slots: FxHashMap<u64, Slot>,
+    /// Live blocks by address, kept once a tag has missed a block start
+    /// (interior pointers): the live block with the highest start at or
+    /// below an address is the only one that can contain it.
+    ordered: Option<BTreeMap<u64, u32>>,
+    /// Deallocations (or reallocations) seen early, by event id, with the
+    /// live allocation they end (see [`Pairer::overlap`]).
+    late_ends: FxHashMap<u64, u32>,
+    /// What did not match, counted.
+    pub anomalies: Anomalies,
+    /// Allocations and bytes allocated per thread id.
+    pub per_thread: FxHashMap<u32, (u64, u64)>,
+    /// Allocations made.
+    pub allocations: u64,
+}
+
+/// How far apart in time two events of different threads may be recorded
+/// out of causal order: the time-stamp counter is read without a fence, so
+/// a read may run some hundred cycles ahead of the load that obtained a
+/// block, and cores' counters may differ slightly.
+pub const REORDER_WINDOW_NS: i64 = 2_000;
+/// How many events ahead pairing looks for the late deallocation of a
+/// block still live where a new one starts (see [`REORDER_WINDOW_NS`]); [`Pairer::pair`] keeps that many events back until the
+/// next chunk.
+pub const REORDER_LOOKAHEAD: usize = 256;
+
+impl Pairer {
+    /// A pairer at the start of a trace.
+    pub fn new() -> Pairer {
+        Pairer::default()
+    }
+
+    /// Pairs the events of `events` (in time order, continuing those of
+    /// earlier calls) and appends the rows made final to `out`. Unless
+    /// `last`, the final [`REORDER_LOOKAHEAD`] events wait for the next
+    /// call, to which they must be passed again at the front. Returns how
+    /// many events were paired.
+    pub fn pair(&mut self, events: &Events, last: bool, out: &mut Rows) -> usize {
+        let n = if last { events.len() } else { events.len().saturating_sub(REORDER_LOOKAHEAD) };
+        if out.events.is_empty() {
+            out.events.first_event_id = self.next_event;
+        }
+        let row0 = out.events.len();
+        out.events.extend(events, n);
+        for i in 0..n {
+            let id = self.next_event + i as u64;
+            let r = row0 + i;
+            match events.kind[i] {
+                kind::ALLOCATION => {
+                    let live = self.start(events, i, NONE_U64);
+                    out.events.alloc_id[r] = id;
+                    self.place(events, i, live, out);
+                }
+                kind::DEALLOCATION => {
+                    let address = events.address[i];
+                    let ended = match self.late_ends.remove(&id) {
+                        Some(live) => Some(live),
+                        None => match self.slots.get(&address) {
+                            Some(&Slot::Live(live)) => {
+                                let alloc_id = self.lives[live as usize].row.alloc_id;
+                                self.slots.insert(address, Slot::Freed(alloc_id));
+                                self.unorder(address);
+                                Some(live)
+                            }
+                            _ => None,
+                        },
+                    };
+                    match ended {
+                        Some(live) => {
+                            let row = &self.lives[live as usize].row;
+                            out.events.alloc_id[r] = row.alloc_id;
+                            out.events.size[r] = row.size;
+                            self.end(live, events, i, Ending::Freed, out);
+                        }
+                        None => {
+                            out.events.size[r] = NONE_U64;
+                            let (kind, alloc_id) = match self.slots.get(&address) {
+                                Some(&Slot::Freed(before)) => {
+                                    self.anomalies.double_deallocations += 1;
+                                    (AnomalyKind::DoubleDeallocation, before)
+                                }
+                                _ => {
+                                    self.anomalies.unknown_deallocations += 1;
+                                    (AnomalyKind::UnknownDeallocation, NONE_U64)
+                                }
+                            };
+                            out.anomalies.push(anomaly(events, i, id, kind, alloc_id));
+                        }
+                    }
+                }
+                kind::REALLOCATION => {
+                    let (old_address, address) = (events.old_address[i], events.address[i]);
+                    let old = match self.late_ends.remove(&id) {
+                        Some(live) => Some(live),
+                        None => match self.slots.get(&old_address) {
+                            Some(&Slot::Live(live)) => {
+                                if old_address == address {
+                                    self.slots.remove(&old_address);
+                                } else {
+                                    let alloc_id = self.lives[live as usize].row.alloc_id;
+                                    self.slots.insert(old_address, Slot::Freed(alloc_id));
+                                }
+                                self.unorder(old_address);
+                                Some(live)
+                            }
+                            _ => None,
+                        },
+                    };
+                    let from = match old {
+                        Some(o) => self.lives[o as usize].row.alloc_id,
+                        None => {
+                            self.anomalies.unknown_reallocations += 1;
+                            let a = AnomalyKind::UnknownReallocation;
+                            out.anomalies.push(anomaly(events, i, id, a, NONE_U64));
+                            NONE_U64
+                        }
+                    };
+                    let live = self.start(events, i, from);
+                    out.events.alloc_id[r] = id;
+                    if let Some(old) = old {
+                        let before = self.end(old, events, i, Ending::Reallocated { to: id }, out);
+                        let new = &mut self.lives[live as usize];
+                        match before {
+                            Inherit::Type(type_id, var_id) => {
+                                new.row.type_id = type_id;
+                                new.row.var_id = var_id;
+                            }
+                            Inherit::Untagged(rows) => new.untagged_before = rows,
+                        }
+                    }
+                    self.place(events, i, live, out);
+                }
+                _ => {
+                    let address = events.address[i];
+                    let (type_id, var_id) = events.tag[i];
+                    let live = match self.slots.get(&address) {
+                        Some(&Slot::Live(live)) => Some(live),
+                        _ => self.containing(address),
+                    };
+                    match live {
+                        Some(live) => {
+                            let l = &mut self.lives[live as usize];
+                            l.row.type_id = type_id;
+                            l.row.var_id = var_id;
+                            out.events.alloc_id[r] = l.row.alloc_id;
+                        }
+                        None => {
+                            self.anomalies.unmatched_tags += 1;
+                            let a = AnomalyKind::UnmatchedTag;
+                            out.anomalies.push(anomaly(events, i, id, a, NONE_U64));
+                        }
+                    }
+                }
+            }
+        }
+        self.next_event += n as u64;
+        n
+    }
+
+    /// Ends the trace: every allocation still live is leaked, and its row
+    /// goes to `out` (in the order they started).
+    pub fn finish(&mut self, out: &mut Rows) {
+        let mut live: Vec<u32> = self
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(l) => Some(*l),
+                Slot::Freed(_) => None,
+            })
+            .chain(self.late_ends.values().copied())
+            .collect();
+        live.sort_unstable_by_key(|&l| self.lives[l as usize].row.alloc_id);
+        live.dedup();
+        for l in live {
+            self.finalize(l, Ending::Leaked, out);
+        }
+        self.slots.clear();
+        self.late_ends.clear();
+        self.ordered = None;
+    }
+
+    /// Starts an allocation at event `i`.
     fn start(&mut self, events: &Events, i: usize, realloc_from: u64) -> u32 {
-        let row = self.alloc_id.len();
-        self.alloc_id.push(i as u64);
-        self.address.push(events.address[i]);
-        self.size.push(events.size[i]);
-        self.align.push(events.align[i]);
-        self.alloc_ts_ns.push(events.ts_ns[i]);
-        self.freed.push(false);
-        self.free_ts_ns.push(0);
-        self.alloc_thread_id.push(events.thread_id[i]);
-        self.free_thread_id.push(0);
-        self.type_id.push(0);
-        self.var_id.push(0);
-        self.realloc_from.push(realloc_from);
-        self.realloc_to.push(NONE_U64);
-        self.zeroed.push(events.zeroed[i]);
-        self.stack_id.push(events.stack_id.get(i).copied().unwrap_or(0));
-        row as u32
+        let thread_id = events.thread_id[i];
+        let size = events.size[i];
+        let t = self.per_thread.entry(thread_id).or_default();
+        t.0 += 1;
+        t.1 = t.1.saturating_add(size);
+        self.allocations += 1;
+        let live = Live {
+            row: Allocation {
+                alloc_id: self.next_event + i as u64,
+                address: events.address[i],
+                size,
+                align: events.align[i],
+                alloc_ts_ns: events.ts_ns[i],
+                end: None,
+                alloc_thread_id: thread_id,
+                type_id: 0,
+                var_id: 0,
+                realloc_from,
+                realloc_to: NONE_U64,
+                zeroed: events.zeroed[i],
+                stack_id: events.stack_id[i],
+            },
+            untagged_before: Vec::new(),
+        };
+        match self.free_lives.pop() {
+            Some(l) => {
+                self.lives[l as usize] = live;
+                l
+            }
+            None => {
+                self.lives.push(live);
+                self.lives.len() as u32 - 1
+            }
+        }
     }
 
-    fn end(&mut self, row: usize, events: &Events, i: usize) {
-        self.freed[row] = true;
-        self.free_ts_ns[row] = events.ts_ns[i];
-        self.free_thread_id[row] = events.thread_id[i];
+    /// Makes the allocation `live`, started by event `i`, the one live at
+    /// its address.
+    fn place(&mut self, events: &Events, i: usize, live: u32, out: &mut Rows) {
+        let address = events.address[i];
+        if let Some(ordered) = &mut self.ordered {
+            ordered.insert(address, live);
+        }
+        if let Some(Slot::Live(prev)) = self.slots.insert(address, Slot::Live(live)) {
+            self.overlap(events, i, prev, out);
+        }
+    }
+
+    /// Forgets the live block at `address` in the ordered view.
+    fn unorder(&mut self, address: u64) {
+        if let Some(ordered) = &mut self.ordered {
+            ordered.remove(&address);
+        }
+    }
+
+    /// The live block that contains `address` (not at its start).
+    fn containing(&mut self, address: u64) -> Option<u32> {
+        let ordered = self.ordered.get_or_insert_with(|| {
+            self.slots
+                .iter()
+                .filter_map(|(&a, s)| match s {
+                    Slot::Live(l) => Some((a, *l)),
+                    Slot::Freed(_) => None,
+                })
+                .collect()
+        });
+        let (&start, &live) = ordered.range(..=address).next_back()?;
+        (address < start.saturating_add(self.lives[live as usize].row.size)).then_some(live)
+    }
+
+    /// Event `i` starts a block at an address where allocation `prev` is
+    /// still live. When another thread's deallocation (or reallocation) of
+    /// that address follows within [`REORDER_WINDOW_NS`], the two were
+    /// recorded out of order: that event ends `prev` when it comes.
+    /// Otherwise a deallocation is missing from the trace; `prev` ends here
+    /// and the anomaly is counted.
+    fn overlap(&mut self, events: &Events, i: usize, prev: u32, out: &mut Rows) {
+        let address = events.address[i];
+        let limit = (i + 1 + REORDER_LOOKAHEAD).min(events.len());
+        let late = (i + 1..limit)
+            .take_while(|&j| events.ts_ns[j].saturating_sub(events.ts_ns[i]) <= REORDER_WINDOW_NS)
+            .find(|&j| {
+                events.thread_id[j] != events.thread_id[i]
+                    && !self.late_ends.contains_key(&(self.next_event + j as u64))
+                    && match events.kind[j] {
+                        kind::DEALLOCATION => events.address[j] == address,
+                        kind::REALLOCATION => events.old_address[j] == address,
+                        _ => false,
+                    }
+            });
+        match late {
+            Some(j) => {
+                self.late_ends.insert(self.next_event + j as u64, prev);
+            }
+            None => {
+                self.anomalies.overlapping_allocations += 1;
+                let alloc_id = self.lives[prev as usize].row.alloc_id;
+                let id = self.next_event + i as u64;
+                let a = AnomalyKind::OverlappingAllocation;
+                out.anomalies.push(anomaly(events, i, id, a, alloc_id));
+                self.end(prev, events, i, Ending::Freed, out);
+            }
+        }
+    }
+
+    /// Ends allocation `live` at event `i`.
+    fn end(
+        &mut self,
+        live: u32,
+        events: &Events,
+        i: usize,
+        ending: Ending,
+        out: &mut Rows,
+    ) -> Inherit {
+        self.lives[live as usize].row.end = Some((events.ts_ns[i], events.thread_id[i]));
+        self.finalize(live, ending, out)
+    }
+
+    /// Hands the ended (or leaked) allocation `live` out, with the blocks
+    /// of its chain that waited for its type, or keeps them waiting for
+    /// the next block of the chain; frees its slot.
+    fn finalize(&mut self, live: u32, ending: Ending, out: &mut Rows) -> Inherit {
+        let l = &mut self.lives[live as usize];
+        let mut row = std::mem::take(&mut l.row);
+        let mut waiting = std::mem::take(&mut l.untagged_before);
+        self.free_lives.push(live);
+        if let Ending::Reallocated { to } = ending {
+            row.realloc_to = to;
+            if row.type_id == 0 {
+                waiting.push(row);
+                return Inherit::Untagged(waiting);
+            }
+        }
+        for w in &mut waiting {
+            w.type_id = row.type_id;
+            w.var_id = row.var_id;
+        }
+        let inherit = Inherit::Type(row.type_id, row.var_id);
+        out.allocations.extend(waiting);
+        out.allocations.push(row);
+        inherit
+    }
+}
+
+/// What the next block of a reallocation chain takes from the block it
+/// continues.
+enum Inherit {
+    /// The type and variable string ids of the chain so far.
+    Type(u32, u32),
+    /// No type yet: these ended blocks wait for one.
+    Untagged(Vec<Allocation>),
+}
+
+/// The anomaly of `kind` at event `i` (`event_id` `id`).
+fn anomaly(events: &Events, i: usize, id: u64, kind: AnomalyKind, alloc_id: u64) -> Anomaly {
+    let address = match kind {
+        AnomalyKind::UnknownReallocation => events.old_address[i],
+        _ => events.address[i],
+    };
+    Anomaly {
+        event: id,
+        ts_ns: events.ts_ns[i],
+        thread_id: events.thread_id[i],
+        address,
+        kind,
+        alloc_id,
     }
 }
 
@@ -163,308 +579,17 @@ impl AnomalyKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Anomaly {
     /// Index of the event (its `event_id`).
-    pub event: usize,
+    pub event: u64,
+    /// Its time, ns since origin.
+    pub ts_ns: i64,
+    /// Its thread.
+    pub thread_id: u32,
+    /// Its address (the old address of a reallocation).
+    pub address: u64,
     /// What is wrong.
     pub kind: AnomalyKind,
     /// The allocation involved: for a double deallocation the one already
     /// deallocated, for an overlapping allocation the one it ended;
     /// [`NONE_U64`] otherwise.
     pub alloc_id: u64,
-}
-
-/// The result of pairing.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Paired {
-    /// The allocations.
-    pub allocations: Allocations,
-    /// For each event, the `alloc_id` it starts, ends or tags, or
-    /// [`NONE_U64`].
-    pub event_alloc_id: Vec<u64>,
-    /// For each event, the size in bytes of the block a deallocation freed
-    /// (0 when unknown); for other kinds the event's own size.
-    pub event_size: Vec<u64>,
-    /// What did not match, counted.
-    pub anomalies: Anomalies,
-    /// What did not match, event by event, in event order.
-    pub anomaly_rows: Vec<Anomaly>,
-}
-
-/// A tag event and the allocation row it applies to.
-struct TagHit {
-    event: usize,
-    row: u32,
-    type_id: u32,
-    var_id: u32,
-}
-
-/// Pairs the events (in time order).
-pub fn pair(events: &Events) -> Paired {
-    let n = events.len();
-    let mut allocs = Allocations::default();
-    let mut event_alloc_id = vec![NONE_U64; n];
-    let mut event_size = events.size.clone();
-    let mut anomalies = Anomalies::default();
-    let mut live: FxHashMap<u64, u32> = FxHashMap::default();
-    // Row links along reallocation chains, for tag inheritance.
-    let mut from_row: Vec<u32> = Vec::new();
-    let mut hits: Vec<TagHit> = Vec::new();
-    let mut misses: Vec<(usize, u32, u32)> = Vec::new();
-    // Deallocations (or reallocations) seen early, by event index, with the
-    // allocation row they end (see `overlap`).
-    let mut late_ends: FxHashMap<usize, u32> = FxHashMap::default();
-    // The last allocation deallocated at each address not live again since,
-    // to tell a double deallocation from one of an unknown address.
-    let mut freed: FxHashMap<u64, u64> = FxHashMap::default();
-    let mut rows: Vec<Anomaly> = Vec::new();
-    let mut tags = events.tags.iter();
-
-    for i in 0..n {
-        match events.kind[i] {
-            kind::ALLOCATION => {
-                let row = allocs.start(events, i, NONE_U64);
-                from_row.push(NO_ROW);
-                event_alloc_id[i] = i as u64;
-                freed.remove(&events.address[i]);
-                if let Some(prev) = live.insert(events.address[i], row) {
-                    overlap(
-                        events,
-                        i,
-                        prev,
-                        &mut allocs,
-                        &mut late_ends,
-                        &mut anomalies,
-                        &mut rows,
-                    );
-                }
-            }
-            kind::DEALLOCATION => {
-                let ended = match late_ends.remove(&i) {
-                    Some(row) => Some(row),
-                    None => live.remove(&events.address[i]),
-                };
-                match ended {
-                    Some(row) => {
-                        allocs.end(row as usize, events, i);
-                        event_alloc_id[i] = allocs.alloc_id[row as usize];
-                        event_size[i] = allocs.size[row as usize];
-                        freed.insert(events.address[i], allocs.alloc_id[row as usize]);
-                    }
-                    None => match freed.get(&events.address[i]) {
-                        Some(&before) => {
-                            anomalies.double_deallocations += 1;
-                            rows.push(Anomaly {
-                                event: i,
-                                kind: AnomalyKind::DoubleDeallocation,
-                                alloc_id: before,
-                            });
-                        }
-                        None => {
-                            anomalies.unknown_deallocations += 1;
-                            rows.push(Anomaly {
-                                event: i,
-                                kind: AnomalyKind::UnknownDeallocation,
-                                alloc_id: NONE_U64,
-                            });
-                        }
-                    },
-                }
-            }
-            kind::REALLOCATION => {
-                let old = match late_ends.remove(&i) {
-                    Some(row) => Some(row),
-                    None => live.remove(&events.old_address[i]),
-                };
-                if old.is_none() {
-                    anomalies.unknown_reallocations += 1;
-                    rows.push(Anomaly {
-                        event: i,
-                        kind: AnomalyKind::UnknownReallocation,
-                        alloc_id: NONE_U64,
-                    });
-                }
-                let from = old.map_or(NONE_U64, |o| allocs.alloc_id[o as usize]);
-                let row = allocs.start(events, i, from);
-                from_row.push(old.unwrap_or(NO_ROW));
-                if let Some(old) = old.map(|o| o as usize) {
-                    allocs.end(old, events, i);
-                    allocs.realloc_to[old] = i as u64;
-                }
-                event_alloc_id[i] = i as u64;
-                freed.remove(&events.address[i]);
-                if events.old_address[i] != events.address[i]
-                    && let Some(old) = old
-                {
-                    // The old block's address is free now.
-                    freed.insert(events.old_address[i], allocs.alloc_id[old as usize]);
-                }
-                if let Some(prev) = live.insert(events.address[i], row) {
-                    overlap(
-                        events,
-                        i,
-                        prev,
-                        &mut allocs,
-                        &mut late_ends,
-                        &mut anomalies,
-                        &mut rows,
-                    );
-                }
-            }
-            _ => {
-                let &(_, type_id, var_id) =
-                    tags.next().expect("every tag event has its string ids");
-                match live.get(&events.address[i]) {
-                    Some(&row) => hits.push(TagHit { event: i, row, type_id, var_id }),
-                    None => misses.push((i, type_id, var_id)),
-                }
-            }
-        }
-    }
-    if !misses.is_empty() {
-        let resolved = resolve_interior_tags(events, &allocs, &misses);
-        anomalies.unmatched_tags = (misses.len() - resolved.len()) as u64;
-        let found: rustc_hash::FxHashSet<usize> = resolved.iter().map(|h| h.event).collect();
-        rows.extend(misses.iter().filter(|m| !found.contains(&m.0)).map(|m| Anomaly {
-            event: m.0,
-            kind: AnomalyKind::UnmatchedTag,
-            alloc_id: NONE_U64,
-        }));
-        rows.sort_unstable_by_key(|a| a.event);
-        hits.extend(resolved);
-        hits.sort_unstable_by_key(|h| h.event);
-    }
-    apply_tags(&mut allocs, &hits, &from_row, &mut event_alloc_id);
-    Paired { allocations: allocs, event_alloc_id, event_size, anomalies, anomaly_rows: rows }
-}
-
-/// How far apart in time two events of different threads may be recorded
-/// out of causal order: the time-stamp counter is read without a fence, so
-/// a read may run some hundred cycles ahead of the load that obtained a
-/// block, and cores' counters may differ slightly.
-pub const REORDER_WINDOW_NS: i64 = 2_000;
-/// How many events ahead [`overlap`] looks for the late deallocation.
-const REORDER_LOOKAHEAD: usize = 256;
-
-/// Event `i` starts a block at an address where allocation `prev` is still
-/// live. When another thread's deallocation (or reallocation) of that
-/// address follows within [`REORDER_WINDOW_NS`], the two were recorded out
-/// of order: that event ends `prev` when it comes. Otherwise a deallocation
-/// is missing from the trace; `prev` ends here and the anomaly is counted.
-fn overlap(
-    events: &Events,
-    i: usize,
-    prev: u32,
-    allocs: &mut Allocations,
-    late_ends: &mut FxHashMap<usize, u32>,
-    anomalies: &mut Anomalies,
-    rows: &mut Vec<Anomaly>,
-) {
-    let address = events.address[i];
-    let limit = (i + 1 + REORDER_LOOKAHEAD).min(events.len());
-    let late = (i + 1..limit)
-        .take_while(|&j| events.ts_ns[j].saturating_sub(events.ts_ns[i]) <= REORDER_WINDOW_NS)
-        .find(|&j| {
-            events.thread_id[j] != events.thread_id[i]
-                && !late_ends.contains_key(&j)
-                && match events.kind[j] {
-                    kind::DEALLOCATION => events.address[j] == address,
-                    kind::REALLOCATION => events.old_address[j] == address,
-                    _ => false,
-                }
-        });
-    match late {
-        Some(j) => {
-            late_ends.insert(j, prev);
-        }
-        None => {
-            anomalies.overlapping_allocations += 1;
-            rows.push(Anomaly {
-                event: i,
-                kind: AnomalyKind::OverlappingAllocation,
-                alloc_id: allocs.alloc_id[prev as usize],
-            });
-            allocs.end(prev as usize, events, i);
-        }
-    }
-}
-
-/// Applies tags in time order (the last tag of an allocation wins), then
-/// spreads them along reallocation chains: a chain is one value moving
-/// between blocks, so each untagged block of a chain takes the tag of the
-/// nearest tagged block before it, or else after it.
-fn apply_tags(
-    allocs: &mut Allocations,
-    hits: &[TagHit],
-    from_row: &[u32],
-    event_alloc_id: &mut [u64],
-) {
-    let mut own = vec![false; allocs.len()];
-    for h in hits {
-        let row = h.row as usize;
-        allocs.type_id[row] = h.type_id;
-        allocs.var_id[row] = h.var_id;
-        own[row] = true;
-        event_alloc_id[h.event] = allocs.alloc_id[row];
-    }
-    // Forward: rows are in start order, so a predecessor is final first.
-    for row in 0..allocs.len() {
-        let from = from_row[row];
-        if !own[row] && from != NO_ROW {
-            allocs.type_id[row] = allocs.type_id[from as usize];
-            allocs.var_id[row] = allocs.var_id[from as usize];
-        }
-    }
-    // Backward: blocks of a chain before its first tag.
-    for row in (0..allocs.len()).rev() {
-        let from = from_row[row];
-        if from != NO_ROW && allocs.type_id[from as usize] == 0 && allocs.type_id[row] != 0 {
-            allocs.type_id[from as usize] = allocs.type_id[row];
-            allocs.var_id[from as usize] = allocs.var_id[row];
-        }
-    }
-}
-
-/// Tags whose address is not the start of a live block: replays the events
-/// up to the last such tag with the live blocks ordered by address, and
-/// finds the block that contains each tagged address at the tag's own
-/// position in time. Live blocks never overlap, so the live block with the
-/// highest start at or below the address is the only candidate.
-fn resolve_interior_tags(
-    events: &Events,
-    allocs: &Allocations,
-    misses: &[(usize, u32, u32)],
-) -> Vec<TagHit> {
-    let mut live: BTreeMap<u64, u32> = BTreeMap::new();
-    let mut next_row = 0u32;
-    let mut out = Vec::new();
-    let mut misses = misses.iter().peekable();
-    let last = misses.clone().last().map_or(0, |m| m.0);
-    for i in 0..=last {
-        match events.kind[i] {
-            kind::ALLOCATION => {
-                live.insert(events.address[i], next_row);
-                next_row += 1;
-            }
-            kind::DEALLOCATION => {
-                live.remove(&events.address[i]);
-            }
-            kind::REALLOCATION => {
-                live.remove(&events.old_address[i]);
-                live.insert(events.address[i], next_row);
-                next_row += 1;
-            }
-            _ => {
-                let Some(&&(event, type_id, var_id)) = misses.peek().filter(|m| m.0 == i) else {
-                    continue;
-                };
-                misses.next();
-                let address = events.address[i];
-                if let Some((&start, &row)) = live.range(..=address).next_back()
-                    && address < start.saturating_add(allocs.size[row as usize])
-                {
-                    out.push(TagHit { event, row, type_id, var_id });
-                }
-            }
-        }
-    }
-    out
 }

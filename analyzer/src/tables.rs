@@ -1,5 +1,9 @@
-//! Arrow record batches for every table, built from a [`TraceData`] against
-//! the schemas in `memscope_schema::tables`.
+//! Arrow record batches for every table, against the schemas in
+//! `memscope_schema::tables`: the big tables (`events`, `allocations`,
+//! `anomalies`) from the rows pairing hands out, batch by batch
+//! ([`Batcher`]); the others from a [`TraceData`] ([`small_tables`]).
+//! Batches go to a [`TableSink`]: memory ([`MemorySink`]) or Parquet files
+//! (`crate::convert::ParquetSink`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,16 +14,17 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, Int32Type, Int64Type, SchemaRef, UInt32Type, UInt64Type,
+    ArrowPrimitiveType, Int32Type, Int64Type, SchemaRef, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
+use memscope_schema::format::FileHeader;
 use memscope_schema::tables::{self, Table, event_kind};
 
 use crate::decode::kind;
 use crate::error::{Error, Result};
 use crate::model::TraceData;
-use crate::pairing::{AnomalyKind, NONE_U64};
-use crate::stacks::TypeSource;
+use crate::pairing::{Allocation, Anomaly, AnomalyKind, EventRows, NONE_U64};
+use crate::stacks::{Stacks, TypeSource};
 use rustc_hash::FxHashMap;
 
 /// Rows per record batch.
@@ -43,177 +48,338 @@ impl TableData {
     }
 }
 
-/// Builds every table of [`tables::TABLES`] from `data`.
+/// Where the batches of the tables go as they are made.
+pub trait TableSink {
+    /// Takes one batch of `table` (of at most [`BATCH_ROWS`] rows). The
+    /// batches of a table come in the table's row order.
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeping the batch fails with ([`Error::Io`] for a file).
+    fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()>;
+}
+
+/// Keeps every batch in memory.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    batches: HashMap<&'static str, Vec<RecordBatch>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> MemorySink {
+        MemorySink::default()
+    }
+
+    /// The tables, in the order of [`tables::TABLES`]; a table that got no
+    /// batch has one empty batch.
+    pub fn finish(mut self) -> Vec<TableData> {
+        tables::TABLES
+            .iter()
+            .map(|table| {
+                let schema = Arc::new(table.schema());
+                let mut batches = self.batches.remove(table.name).unwrap_or_default();
+                if batches.is_empty() {
+                    batches.push(RecordBatch::new_empty(schema.clone()));
+                }
+                TableData { table, schema, batches }
+            })
+            .collect()
+    }
+}
+
+impl TableSink for MemorySink {
+    fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
+        self.batches.entry(table.name).or_default().push(batch);
+        Ok(())
+    }
+}
+
+/// Builds `table`'s batch from its columns.
 ///
 /// # Errors
 ///
 /// [`Error::Engine`] if a column does not match its schema (a bug).
-pub fn build(data: &TraceData) -> Result<Vec<TableData>> {
-    let mut dict = StringDict::new(&data.strings);
+fn batch(table: &'static Table, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    RecordBatch::try_new(Arc::new(table.schema()), columns)
+        .map_err(|e| Error::engine(format!("building table {}", table.name), e))
+}
+
+/// Every table but the big three, built from `data`, with its one batch.
+///
+/// # Errors
+///
+/// [`Error::Engine`] if a column does not match its schema (a bug).
+pub fn small_tables(data: &TraceData) -> Result<Vec<(&'static Table, RecordBatch)>> {
     let mut out = Vec::new();
     for table in tables::TABLES {
         let columns = match table.name {
-            "events" => events(data),
-            "allocations" => allocations(data, &mut dict),
+            "events" | "allocations" | "anomalies" => continue,
             "threads" => threads(data),
             "trace" => trace(data),
             "rss" => rss(data),
             "stacks" => stacks(data),
             "frames" => frames(data),
             "modules" => modules(data),
-            "anomalies" => anomalies(data),
             other => unreachable!("table {other} has no builder"),
         };
-        out.push(batch(table, columns)?);
+        out.push((table, batch(table, columns)?));
     }
     Ok(out)
 }
 
-fn batch(table: &'static Table, columns: Vec<ArrayRef>) -> Result<TableData> {
-    let schema = Arc::new(table.schema());
-    let whole = RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| Error::engine(format!("building table {}", table.name), e))?;
-    let rows = whole.num_rows();
-    let batches = if rows == 0 {
-        vec![whole]
-    } else {
-        (0..rows)
-            .step_by(BATCH_ROWS)
-            .map(|start| whole.slice(start, BATCH_ROWS.min(rows - start)))
-            .collect()
-    };
-    Ok(TableData { table, schema, batches })
+/// The table named `name`.
+fn table(name: &str) -> &'static Table {
+    tables::TABLES.iter().find(|t| t.name == name).expect("a table of the schema")
 }
 
-fn events(data: &TraceData) -> Vec<ArrayRef> {
-    let e = &data.events;
-    let n = e.len();
-    let has_size: Vec<bool> = (0..n)
-        .map(|i| match e.kind[i] {
-            kind::TAG => false,
-            kind::DEALLOCATION => data.event_alloc_id[i] != NONE_U64,
-            _ => true,
-        })
-        .collect();
-    let has_align: Vec<bool> =
-        e.kind.iter().map(|&k| k == kind::ALLOCATION || k == kind::REALLOCATION).collect();
-    let kinds = Int32Array::from_iter_values(e.kind.iter().map(|&k| i32::from(k)));
-    let kind_values = Arc::new(StringArray::from_iter_values(event_kind::ALL));
-    vec![
-        Arc::new(UInt64Array::from_iter_values(0..n as u64)),
-        Arc::new(Int64Array::from(e.ts_ns.clone())),
-        Arc::new(UInt32Array::from(e.thread_id.clone())),
-        Arc::new(
-            DictionaryArray::<Int32Type>::try_new(kinds, kind_values)
-                .expect("kind codes index the kind names"),
-        ),
-        Arc::new(UInt64Array::from(e.address.clone())),
-        Arc::new(nullable::<UInt64Type>(e.size.clone(), has_size)),
-        Arc::new(nullable::<UInt64Type>(e.align.clone(), has_align)),
-        Arc::new(UInt64Array::from(e.old_address.clone())),
-        Arc::new(sentinel_u64(&data.event_alloc_id)),
-    ]
+/// A dictionary of texts that grows as keys are asked for, with its values
+/// as an Arrow array (rebuilt only when it grew).
+#[derive(Debug, Default)]
+struct Dictionary {
+    key_of: HashMap<String, i32>,
+    values: Vec<String>,
+    array: Option<Arc<StringArray>>,
 }
 
-fn allocations(data: &TraceData, dict: &mut StringDict) -> Vec<ArrayRef> {
-    let a = &data.allocations;
-    let st = &data.stacks;
-    let freed = a.freed.clone();
-    let lifetime: Vec<i64> =
-        a.free_ts_ns.iter().zip(&a.alloc_ts_ns).map(|(&f, &s)| f.saturating_sub(s)).collect();
-    let free_ts = a.free_ts_ns.clone();
-    vec![
-        Arc::new(UInt64Array::from(a.alloc_id.clone())),
-        Arc::new(UInt64Array::from(a.address.clone())),
-        Arc::new(UInt64Array::from(a.size.clone())),
-        Arc::new(UInt64Array::from(a.align.clone())),
-        Arc::new(Int64Array::from(a.alloc_ts_ns.clone())),
-        Arc::new(nullable::<Int64Type>(free_ts, freed.clone())),
-        Arc::new(nullable::<Int64Type>(lifetime, freed.clone())),
-        Arc::new(UInt32Array::from(a.alloc_thread_id.clone())),
-        Arc::new(nullable::<UInt32Type>(a.free_thread_id.clone(), freed)),
-        Arc::new(type_names(data, dict)),
-        Arc::new(dict.column(&a.var_id)),
-        Arc::new(sentinel_u64(&a.realloc_from)),
-        Arc::new(sentinel_u64(&a.realloc_to)),
-        Arc::new(BooleanArray::from(a.zeroed.clone())),
-        Arc::new(Float64Array::from_iter_values(
-            a.size.iter().map(|&s| 1.0 / data.header.sample_probability(s)),
-        )),
-        Arc::new(nullable::<UInt32Type>(
-            a.stack_id.clone(),
-            a.stack_id.iter().map(|&s| s != 0).collect(),
-        )),
-        Arc::new(dict_by(a.stack_id.iter().map(|&s| Some(s)), |s| {
-            st.call_site_of(s).map(|f| f.name.clone())
-        })),
-        Arc::new(dict_by(a.stack_id.iter().map(|&s| Some(s)), |s| {
-            st.call_site_of(s).and_then(|f| f.file.clone())
-        })),
-        Arc::new(UInt32Array::from_iter(
-            a.stack_id.iter().map(|&s| st.call_site_of(s).and_then(|f| f.line)),
-        )),
-        Arc::new(type_sources(data)),
-    ]
-}
+impl Dictionary {
+    fn key(&mut self, text: &str) -> i32 {
+        if let Some(&k) = self.key_of.get(text) {
+            return k;
+        }
+        self.values.push(text.to_owned());
+        self.array = None;
+        let k = self.values.len() as i32 - 1;
+        self.key_of.insert(text.to_owned(), k);
+        k
+    }
 
-/// Where each allocation's type comes from: its tag, else its stack.
-fn type_source(data: &TraceData, row: usize) -> TypeSource {
-    let a = &data.allocations;
-    if a.type_id[row] != 0 {
-        TypeSource::Tag
-    } else if data.stacks.type_of(a.stack_id[row]).is_some() {
-        TypeSource::Frame
-    } else {
-        TypeSource::Unknown
+    fn column(&mut self, keys: Int32Array) -> DictionaryArray<Int32Type> {
+        let values = self
+            .array
+            .get_or_insert_with(|| Arc::new(StringArray::from_iter_values(&self.values)))
+            .clone();
+        DictionaryArray::try_new(keys, values).expect("keys index the values")
     }
 }
 
-fn type_names(data: &TraceData, dict: &mut StringDict) -> DictionaryArray<Int32Type> {
-    let a = &data.allocations;
-    let keys = (0..a.len()).map(|row| match type_source(data, row) {
-        TypeSource::Tag => Some((true, a.type_id[row])),
-        TypeSource::Frame => Some((false, a.stack_id[row])),
-        TypeSource::Unknown => None,
-    });
-    dict_by(keys, |(tag, id)| {
-        if tag { Some(dict.text(id)) } else { data.stacks.type_of(id).map(str::to_owned) }
-    })
+/// Builds the batches of `events`, `allocations` and `anomalies` from the
+/// rows pairing hands out. Dictionary columns share one dictionary per
+/// column across batches, made from the trace's strings and stacks.
+#[derive(Debug)]
+pub struct Batcher<'a> {
+    header: &'a FileHeader,
+    strings: &'a HashMap<u32, String>,
+    types: Dictionary,
+    type_of_string: FxHashMap<u32, i32>,
+    /// By stack id: the key of its frame type in `types`.
+    type_of_stack: Vec<Option<i32>>,
+    vars: Dictionary,
+    var_of_string: FxHashMap<u32, i32>,
+    /// By stack id: the keys of its call site's function and file, and
+    /// its line.
+    call_site: Vec<(Option<i32>, Option<i32>, Option<u32>)>,
+    call_site_names: Dictionary,
+    call_site_files: Dictionary,
 }
 
-fn type_sources(data: &TraceData) -> DictionaryArray<Int32Type> {
-    let all = [TypeSource::Tag, TypeSource::Frame, TypeSource::Unknown];
-    let keys = Int32Array::from_iter_values((0..data.allocations.len()).map(|row| {
-        let s = type_source(data, row);
-        all.iter().position(|&t| t == s).expect("every source is listed") as i32
-    }));
-    let values = Arc::new(StringArray::from_iter_values(all.iter().map(|t| t.name())));
-    DictionaryArray::try_new(keys, values).expect("keys index the values")
-}
+impl<'a> Batcher<'a> {
+    /// A batcher for a trace with this header, strings and stacks.
+    pub fn new(
+        header: &'a FileHeader,
+        strings: &'a HashMap<u32, String>,
+        stacks: &'a Stacks,
+    ) -> Batcher<'a> {
+        let mut b = Batcher {
+            header,
+            strings,
+            types: Dictionary::default(),
+            type_of_string: FxHashMap::default(),
+            type_of_stack: vec![None],
+            vars: Dictionary::default(),
+            var_of_string: FxHashMap::default(),
+            call_site: vec![(None, None, None)],
+            call_site_names: Dictionary::default(),
+            call_site_files: Dictionary::default(),
+        };
+        for id in 1..=stacks.stacks.len() as u32 {
+            let t = stacks.type_of(id).map(|t| b.types.key(t));
+            b.type_of_stack.push(t);
+            let site = stacks.call_site_of(id);
+            let name = site.map(|f| b.call_site_names.key(&f.name));
+            let file = site.and_then(|f| f.file.as_deref()).map(|f| b.call_site_files.key(f));
+            b.call_site.push((name, file, site.and_then(|f| f.line)));
+        }
+        b
+    }
 
-/// A dictionary column from row keys: `text` names a key once (NULL when
-/// it returns `None`), and equal texts share one dictionary value.
-fn dict_by<K: std::hash::Hash + Eq + Copy>(
-    keys: impl Iterator<Item = Option<K>>,
-    mut text: impl FnMut(K) -> Option<String>,
-) -> DictionaryArray<Int32Type> {
-    let mut key_of: FxHashMap<K, Option<i32>> = FxHashMap::default();
-    let mut key_of_text: HashMap<String, i32> = HashMap::new();
-    let mut values: Vec<String> = Vec::new();
-    let keys: Int32Array = keys
-        .map(|k| {
-            let k = k?;
-            *key_of.entry(k).or_insert_with(|| {
-                let t = text(k)?;
-                Some(*key_of_text.entry(t.clone()).or_insert_with(|| {
-                    values.push(t);
-                    values.len() as i32 - 1
-                }))
-            })
-        })
-        .collect();
-    DictionaryArray::try_new(keys, Arc::new(StringArray::from(values)))
-        .expect("keys index the values")
+    /// The text of string `id`; `<unknown string ID>` when the trace does
+    /// not define it (a trace cut before it was written).
+    fn text(strings: &HashMap<u32, String>, id: u32) -> String {
+        strings.get(&id).cloned().unwrap_or_else(|| format!("<unknown string {id}>"))
+    }
+
+    /// The `events` batch of `rows`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] if a column does not match its schema (a bug).
+    pub fn events(&mut self, rows: EventRows) -> Result<RecordBatch> {
+        let n = rows.len();
+        let has_size: Vec<bool> = rows
+            .kind
+            .iter()
+            .zip(&rows.size)
+            .map(|(&k, &s)| k != kind::TAG && s != NONE_U64)
+            .collect();
+        let has_align: Vec<bool> =
+            rows.kind.iter().map(|&k| k == kind::ALLOCATION || k == kind::REALLOCATION).collect();
+        let kinds = Int32Array::from_iter_values(rows.kind.iter().map(|&k| i32::from(k)));
+        let kind_values = Arc::new(StringArray::from_iter_values(event_kind::ALL));
+        let first = rows.first_event_id;
+        batch(
+            table("events"),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(first..first + n as u64)),
+                Arc::new(Int64Array::from(rows.ts_ns)),
+                Arc::new(UInt32Array::from(rows.thread_id)),
+                Arc::new(
+                    DictionaryArray::<Int32Type>::try_new(kinds, kind_values)
+                        .expect("kind codes index the kind names"),
+                ),
+                Arc::new(UInt64Array::from(rows.address)),
+                Arc::new(nullable::<UInt64Type>(rows.size, has_size)),
+                Arc::new(nullable::<UInt64Type>(rows.align, has_align)),
+                Arc::new(UInt64Array::from(rows.old_address)),
+                Arc::new(sentinel_u64(rows.alloc_id)),
+            ],
+        )
+    }
+
+    /// The `allocations` batch of `rows`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] if a column does not match its schema (a bug).
+    pub fn allocations(&mut self, rows: &[Allocation]) -> Result<RecordBatch> {
+        let u64s = |f: fn(&Allocation) -> u64| UInt64Array::from_iter_values(rows.iter().map(f));
+        let freed: Vec<bool> = rows.iter().map(|a| a.end.is_some()).collect();
+        let ended = |f: fn(&Allocation, (i64, u32)) -> i64| {
+            let values = rows.iter().map(|a| a.end.map_or(0, |e| f(a, e))).collect();
+            nullable::<Int64Type>(values, freed.clone())
+        };
+        let source = |a: &Allocation| {
+            if a.type_id != 0 {
+                TypeSource::Tag
+            } else if self.type_of_stack.get(a.stack_id as usize).copied().flatten().is_some() {
+                TypeSource::Frame
+            } else {
+                TypeSource::Unknown
+            }
+        };
+        let sources: Vec<TypeSource> = rows.iter().map(source).collect();
+        let mut type_keys = Vec::with_capacity(rows.len());
+        for (a, s) in rows.iter().zip(&sources) {
+            type_keys.push(match s {
+                TypeSource::Tag => Some(match self.type_of_string.get(&a.type_id) {
+                    Some(&k) => k,
+                    None => {
+                        let k = self.types.key(&Self::text(self.strings, a.type_id));
+                        self.type_of_string.insert(a.type_id, k);
+                        k
+                    }
+                }),
+                TypeSource::Frame => self.type_of_stack[a.stack_id as usize],
+                TypeSource::Unknown => None,
+            });
+        }
+        let mut var_keys = Vec::with_capacity(rows.len());
+        for a in rows {
+            var_keys.push((a.var_id != 0).then(|| match self.var_of_string.get(&a.var_id) {
+                Some(&k) => k,
+                None => {
+                    let k = self.vars.key(&Self::text(self.strings, a.var_id));
+                    self.var_of_string.insert(a.var_id, k);
+                    k
+                }
+            }));
+        }
+        let site = |a: &Allocation| {
+            self.call_site.get(a.stack_id as usize).copied().unwrap_or((None, None, None))
+        };
+        let names = Int32Array::from_iter(rows.iter().map(|a| site(a).0));
+        let files = Int32Array::from_iter(rows.iter().map(|a| site(a).1));
+        let lines = UInt32Array::from_iter(rows.iter().map(|a| site(a).2));
+        let all = [TypeSource::Tag, TypeSource::Frame, TypeSource::Unknown];
+        let source_keys =
+            Int32Array::from_iter_values(sources.iter().map(|&s| {
+                all.iter().position(|&t| t == s).expect("every source is listed") as i32
+            }));
+        let source_values = Arc::new(StringArray::from_iter_values(all.iter().map(|t| t.name())));
+        let header = self.header;
+        batch(
+            table("allocations"),
+            vec![
+                Arc::new(u64s(|a| a.alloc_id)),
+                Arc::new(u64s(|a| a.address)),
+                Arc::new(u64s(|a| a.size)),
+                Arc::new(u64s(|a| a.align)),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| a.alloc_ts_ns))),
+                Arc::new(ended(|_, (ts, _)| ts)),
+                Arc::new(ended(|a, (ts, _)| ts.saturating_sub(a.alloc_ts_ns))),
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| a.alloc_thread_id))),
+                Arc::new(UInt32Array::from_iter(rows.iter().map(|a| a.end.map(|(_, t)| t)))),
+                Arc::new(self.types.column(Int32Array::from(type_keys))),
+                Arc::new(self.vars.column(Int32Array::from(var_keys))),
+                Arc::new(sentinel_u64(rows.iter().map(|a| a.realloc_from).collect())),
+                Arc::new(sentinel_u64(rows.iter().map(|a| a.realloc_to).collect())),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|a| Some(a.zeroed)))),
+                Arc::new(Float64Array::from_iter_values(
+                    rows.iter().map(|a| 1.0 / header.sample_probability(a.size)),
+                )),
+                Arc::new(UInt32Array::from_iter(
+                    rows.iter().map(|a| (a.stack_id != 0).then_some(a.stack_id)),
+                )),
+                Arc::new(self.call_site_names.column(names)),
+                Arc::new(self.call_site_files.column(files)),
+                Arc::new(lines),
+                Arc::new(
+                    DictionaryArray::<Int32Type>::try_new(source_keys, source_values)
+                        .expect("keys index the values"),
+                ),
+            ],
+        )
+    }
+
+    /// The `anomalies` batch of `rows`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] if a column does not match its schema (a bug).
+    pub fn anomalies(&mut self, rows: &[Anomaly]) -> Result<RecordBatch> {
+        let codes = Int32Array::from_iter_values(
+            rows.iter()
+                .map(|a| AnomalyKind::ALL.iter().position(|&k| k == a.kind).unwrap_or(0) as i32),
+        );
+        let names =
+            Arc::new(StringArray::from_iter_values(AnomalyKind::ALL.iter().map(|k| k.name())));
+        batch(
+            table("anomalies"),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.event))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| a.ts_ns))),
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| a.thread_id))),
+                Arc::new(
+                    DictionaryArray::<Int32Type>::try_new(codes, names)
+                        .expect("anomaly codes index the kind names"),
+                ),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.address))),
+                Arc::new(UInt64Array::from_iter(
+                    rows.iter().map(|a| (a.alloc_id != NONE_U64).then_some(a.alloc_id)),
+                )),
+            ],
+        )
+    }
 }
 
 fn stacks(data: &TraceData) -> Vec<ArrayRef> {
@@ -260,31 +426,6 @@ fn modules(data: &TraceData) -> Vec<ArrayRef> {
     ]
 }
 
-fn anomalies(data: &TraceData) -> Vec<ArrayRef> {
-    let rows = &data.anomaly_rows;
-    let e = &data.events;
-    let codes = Int32Array::from_iter_values(
-        rows.iter().map(|a| AnomalyKind::ALL.iter().position(|&k| k == a.kind).unwrap_or(0) as i32),
-    );
-    let names = Arc::new(StringArray::from_iter_values(AnomalyKind::ALL.iter().map(|k| k.name())));
-    vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.event as u64))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| e.ts_ns[a.event]))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| e.thread_id[a.event]))),
-        Arc::new(
-            DictionaryArray::<Int32Type>::try_new(codes, names)
-                .expect("anomaly codes index the kind names"),
-        ),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| match a.kind {
-            AnomalyKind::UnknownReallocation => e.old_address[a.event],
-            _ => e.address[a.event],
-        }))),
-        Arc::new(UInt64Array::from_iter(
-            rows.iter().map(|a| (a.alloc_id != NONE_U64).then_some(a.alloc_id)),
-        )),
-    ]
-}
-
 fn rss(data: &TraceData) -> Vec<ArrayRef> {
     vec![
         Arc::new(Int64Array::from_iter_values(data.rss.iter().map(|r| r.0))),
@@ -318,7 +459,7 @@ fn trace(data: &TraceData) -> Vec<ArrayRef> {
         Arc::new(BooleanArray::from(vec![h.recording_failed()])),
         Arc::new(StringArray::from(vec![format!("{}.{}", h.major, h.minor)])),
         Arc::new(StringArray::from(vec![h.clock.name()])),
-        Arc::new(UInt64Array::from(vec![data.events.len() as u64])),
+        Arc::new(UInt64Array::from(vec![data.event_count])),
         Arc::new(UInt64Array::from(vec![data.threads.len() as u64])),
         Arc::new(UInt64Array::from(vec![data.file_bytes])),
         Arc::new(UInt64Array::from(vec![h.sample_rate])),
@@ -333,53 +474,7 @@ fn nullable<T: ArrowPrimitiveType>(values: Vec<T::Native>, valid: Vec<bool>) -> 
 }
 
 /// A `UInt64` array, NULL where the value is [`NONE_U64`].
-fn sentinel_u64(values: &[u64]) -> UInt64Array {
-    nullable(values.to_vec(), values.iter().map(|&v| v != NONE_U64).collect())
-}
-
-/// Maps string ids to keys of one dictionary per column, merging ids that
-/// share a text.
-struct StringDict<'a> {
-    strings: &'a HashMap<u32, String>,
-}
-
-impl<'a> StringDict<'a> {
-    fn new(strings: &'a HashMap<u32, String>) -> StringDict<'a> {
-        StringDict { strings }
-    }
-
-    /// The text of string `id` (see [`StringDict::column`]).
-    fn text(&self, id: u32) -> String {
-        self.strings.get(&id).cloned().unwrap_or_else(|| format!("<unknown string {id}>"))
-    }
-
-    /// A dictionary column for string ids (0 = NULL). Ids without a
-    /// definition (a trace cut before it was written) read
-    /// `<unknown string N>`.
-    fn column(&mut self, ids: &[u32]) -> DictionaryArray<Int32Type> {
-        let mut key_of_id: HashMap<u32, i32> = HashMap::new();
-        let mut key_of_text: HashMap<String, i32> = HashMap::new();
-        let mut values: Vec<String> = Vec::new();
-        let keys: Int32Array = ids
-            .iter()
-            .map(|&id| {
-                if id == 0 {
-                    return None;
-                }
-                Some(*key_of_id.entry(id).or_insert_with(|| {
-                    let text = self
-                        .strings
-                        .get(&id)
-                        .cloned()
-                        .unwrap_or_else(|| format!("<unknown string {id}>"));
-                    *key_of_text.entry(text.clone()).or_insert_with(|| {
-                        values.push(text);
-                        values.len() as i32 - 1
-                    })
-                }))
-            })
-            .collect();
-        DictionaryArray::try_new(keys, Arc::new(StringArray::from(values)))
-            .expect("keys index the values")
-    }
+fn sentinel_u64(values: Vec<u64>) -> UInt64Array {
+    let valid = values.iter().map(|&v| v != NONE_U64).collect();
+    nullable(values, valid)
 }

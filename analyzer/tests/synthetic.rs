@@ -4,8 +4,12 @@
 mod common;
 
 use common::*;
+use memscope_analyzer::datafusion::arrow::compute::concat_batches;
 use memscope_analyzer::decode::TraceFile;
 use memscope_analyzer::pairing::Anomalies;
+use memscope_analyzer::scan::TraceIndex;
+use memscope_analyzer::stream;
+use memscope_analyzer::tables::MemorySink;
 use memscope_schema::writer::synthetic_header;
 use memscope_schema::{Record, Totals, Trace, TraceWriter};
 use proptest::prelude::*;
@@ -411,7 +415,7 @@ fn unfinished_trace_cut_inside_a_block_reads_with_a_warning() {
     std::fs::write(&t, &bytes[..bytes.len() - 1000]).unwrap();
     // The only block is cut: nothing is read, and the user is told.
     let l = loaded(&t);
-    assert_eq!(l.data.events.len(), 0);
+    assert_eq!(l.data.event_count, 0);
     assert!(
         l.warnings.iter().any(|w| w.contains("ends 64536 bytes into a block")),
         "{:?}",
@@ -473,6 +477,50 @@ proptest! {
                 events += 1;
             }
             prop_assert_eq!(events, p.len());
+        }
+    }
+
+    /// The second pass gives the same tables whatever the number of blocks
+    /// it decodes at once, for random multi-thread traces with address
+    /// reuse across threads, reallocation chains, tags at block starts and
+    /// inside blocks, and events of many threads at the same time.
+    #[test]
+    fn tables_do_not_depend_on_the_chunk_size(
+        items in prop::collection::vec((1u32..5, 0u8..5, 0u64..48, prop::sample::select(vec![0u64, 1, 3, 700, 4000])), 0..3000),
+    ) {
+        let mut w = TraceWriter::new(synthetic_header(4096));
+        let mut clocks = [0u64; 5];
+        for (t, kind, slot, step) in items {
+            clocks[t as usize] += step;
+            let q = clocks[t as usize];
+            let address = 0x1000 + slot * 64;
+            let r = match kind {
+                0 => alloc(q, address, 48),
+                1 => free(q, address),
+                2 => realloc(q, address, 0x1000 + (slot * 7 % 48) * 64, 40),
+                3 => tag(q, address, 1, 2),
+                _ => tag(q, address + 8, 3, 0),
+            };
+            w.push(t, t + 10, &r);
+        }
+        let bytes = w.finish();
+        let header = memscope_schema::format::FileHeader::decode(&bytes).unwrap();
+        let layout = memscope_schema::reader::BlockLayout::of(&header, bytes.len() as u64).unwrap();
+        let tables = |chunk: usize| {
+            let index = TraceIndex::build(&bytes, &layout).unwrap();
+            let mut sink = MemorySink::new();
+            let data = stream::run_chunked(header.clone(), &bytes, &layout, index, &mut sink, chunk).unwrap();
+            let tables: Vec<_> = sink
+                .finish()
+                .into_iter()
+                .map(|t| (t.table.name, concat_batches(&t.schema, &t.batches).unwrap()))
+                .collect();
+            (tables, data.anomalies, data.time_reversals)
+        };
+        let whole = tables(usize::MAX);
+        prop_assert!(layout.count > 2 || whole.0[0].1.num_rows() < 200);
+        for chunk in [1, 2, 5] {
+            prop_assert_eq!(&tables(chunk), &whole, "chunks of {} blocks", chunk);
         }
     }
 }

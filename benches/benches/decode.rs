@@ -1,17 +1,19 @@
 //! Analyzer throughput on a synthetic 1-million-event trace: decoding the
-//! blocks (parallel), merging and pairing, pairing alone, building the
-//! Arrow tables, writing the Parquet dataset, and the whole `--sql leaks`
-//! path.
+//! blocks (parallel), the first pass, pairing alone, both passes into Arrow
+//! tables in memory, both passes into a Parquet dataset, and the whole
+//! `--sql leaks` path.
 //!
 //! Run: `cargo bench -p memscope-benches --bench decode`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use memscope_analyzer::decode::TraceFile;
-use memscope_analyzer::model::TraceData;
+use memscope_analyzer::merge::{Events, Merger};
+use memscope_analyzer::pairing::{Pairer, Rows};
 use memscope_analyzer::query::{self, SqlSource};
-use memscope_analyzer::{Input, load, tables};
-use memscope_analyzer::{convert, pairing};
+use memscope_analyzer::scan::TraceIndex;
+use memscope_analyzer::{Input, convert, load, stream_trace};
 use memscope_benches::synthetic_trace;
+use memscope_schema::TimeScale;
 
 const EVENTS: usize = 1_000_000;
 
@@ -21,26 +23,39 @@ fn benches(c: &mut Criterion) {
     let bytes = synthetic_trace(EVENTS, 4);
     std::fs::write(&path, &bytes).unwrap();
     let file = TraceFile::open(&path).unwrap();
-    let events = file.decode().unwrap().iter().map(|b| b.len()).sum::<usize>() as u64;
+    let blocks = file.decode().unwrap();
+    let events = blocks.iter().map(|b| b.len()).sum::<usize>() as u64;
 
     let mut g = c.benchmark_group("analyzer");
     g.sample_size(10);
     g.throughput(Throughput::Elements(events));
     g.bench_function("decode_blocks", |b| b.iter(|| file.decode().unwrap()));
-    g.bench_function("decode_merge_pair", |b| {
+    g.bench_function("index_first_pass", |b| {
+        b.iter(|| TraceIndex::build(file.bytes(), file.layout()).unwrap())
+    });
+    let mut merger = Merger::new(TimeScale::new(file.header()));
+    for block in blocks {
+        merger.push(block);
+    }
+    let mut merged = Events::default();
+    merger.drain(None, &mut merged);
+    g.bench_function("pair", |b| {
         b.iter(|| {
-            TraceData::build(file.header().clone(), file.decode().unwrap(), bytes.len() as u64)
+            let mut rows = Rows::default();
+            let mut pairer = Pairer::new();
+            pairer.pair(&merged, true, &mut rows);
+            pairer.finish(&mut rows);
+            rows
         })
     });
-    let data = TraceData::build(file.header().clone(), file.decode().unwrap(), bytes.len() as u64);
-    g.bench_function("pair", |b| b.iter(|| pairing::pair(&data.events)));
-    g.bench_function("decode_to_arrow_tables", |b| {
-        b.iter(|| tables::build(&load(&path).unwrap().data).unwrap())
-    });
-    let tables = tables::build(&data).unwrap();
+    g.bench_function("decode_to_arrow_tables", |b| b.iter(|| load(&path).unwrap()));
     let out = dir.path().join("dataset");
     g.bench_function("write_parquet_dataset", |b| {
-        b.iter(|| convert::write_dataset(&data, &tables, &out, true).unwrap())
+        b.iter(|| {
+            let (data, _, sink) =
+                stream_trace(&path, || convert::ParquetSink::create(&out, true)).unwrap();
+            sink.finish(&data).unwrap()
+        })
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let leaks = SqlSource::resolve("leaks", 1).unwrap();

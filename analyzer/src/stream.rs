@@ -1,0 +1,210 @@
+//! The second pass over a trace: decodes its blocks again, a chunk at a
+//! time in merge order, merges their events into one time order, pairs
+//! them, and hands the rows of the big tables to a [`TableSink`] in
+//! batches as they become final.
+//!
+//! Memory holds the [`TraceIndex`] of the first pass, one chunk of decoded
+//! blocks, the live allocations and what pairing keeps per address (see
+//! [`crate::pairing`]), and the batches not yet handed on: never the whole
+//! trace.
+
+use datafusion::arrow::record_batch::RecordBatch;
+use memscope_schema::format::FileHeader;
+use memscope_schema::reader::BlockLayout;
+use memscope_schema::tables::TABLES;
+use memscope_schema::{DecodeError, TimeScale};
+use rayon::prelude::*;
+
+use crate::decode::{BlockEvents, kind};
+use crate::error::Result;
+use crate::merge::{Events, Merger};
+use crate::model::{Thread, TraceData};
+use crate::pairing::{EventRows, Pairer, Rows};
+use crate::scan::TraceIndex;
+use crate::stacks::Stacks;
+use crate::tables::{BATCH_ROWS, Batcher, TableSink, small_tables};
+
+/// Why the second pass stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// A block no longer decodes as it did in the first pass (the file
+    /// changed in between).
+    Decode(DecodeError),
+    /// The sink failed, or a batch could not be built.
+    Sink(crate::error::Error),
+}
+
+impl From<crate::error::Error> for StreamError {
+    fn from(e: crate::error::Error) -> StreamError {
+        StreamError::Sink(e)
+    }
+}
+
+/// Blocks the second pass decodes at once.
+pub const CHUNK_BLOCKS: usize = crate::scan::CHUNK_BLOCKS;
+
+/// Runs the second pass over the trace `bytes` (laid out as `layout`,
+/// indexed by the first pass as `index`), handing every table's batches to
+/// `sink`, and returns what the trace is apart from those tables.
+///
+/// # Errors
+///
+/// [`StreamError::Decode`] when a block no longer decodes,
+/// [`StreamError::Sink`] when the sink fails.
+pub fn run(
+    header: FileHeader,
+    bytes: &[u8],
+    layout: &BlockLayout,
+    index: TraceIndex,
+    sink: &mut dyn TableSink,
+) -> std::result::Result<TraceData, StreamError> {
+    run_chunked(header, bytes, layout, index, sink, CHUNK_BLOCKS)
+}
+
+/// [`run`], decoding `chunk_blocks` blocks at once (at least one): the
+/// tables are the same whatever that number; memory grows with it.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_chunked(
+    header: FileHeader,
+    bytes: &[u8],
+    layout: &BlockLayout,
+    index: TraceIndex,
+    sink: &mut dyn TableSink,
+    chunk_blocks: usize,
+) -> std::result::Result<TraceData, StreamError> {
+    let scale = TimeScale::new(&header);
+    crate::progress::stage(format!("symbolizing {} stacks", index.stacks.len()));
+    let stacks = Stacks::symbolize(index.stacks, index.modules);
+    let strings = index.strings;
+    let mut batcher = Batcher::new(&header, &strings, &stacks);
+    crate::progress::bytes(
+        format!("merging and pairing {} events", index.events),
+        index.blocks.len() as u64 * layout.block_len,
+    );
+    let mut merger = Merger::new(scale);
+    let mut pairer = Pairer::new();
+    let mut events = Events::default();
+    let mut rows = Rows::default();
+    let mut undefined_stack_refs = 0u64;
+    let mut undefined_string_refs = 0u64;
+    let chunks: Vec<_> = index.blocks.chunks(chunk_blocks.max(1)).collect();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let decoded: Vec<std::result::Result<(BlockEvents, u64), DecodeError>> = chunk
+            .par_iter()
+            .map(|s| {
+                let range = layout.block(s.index);
+                let offset = range.start as u64;
+                let mut b = BlockEvents::decode(&bytes[range], offset)?.unwrap_or_default();
+                crate::progress::advance(layout.block_len);
+                // Trace-wide stack ids for the thread's own.
+                let mut undefined = 0;
+                let thread = b.thread_id;
+                for id in b.stack.iter_mut().filter(|id| **id != 0) {
+                    *id = index.stack_ids.get(&(thread, *id)).copied().unwrap_or_else(|| {
+                        undefined += 1;
+                        0
+                    });
+                }
+                Ok((b, undefined))
+            })
+            .collect();
+        for d in decoded {
+            let (b, undefined) = d.map_err(StreamError::Decode)?;
+            undefined_stack_refs += undefined;
+            merger.push(b);
+        }
+        // Later blocks hold nothing earlier than the next one's first time.
+        let bound = chunks.get(c + 1).map(|next| next[0].first_q);
+        let start = events.len();
+        merger.drain(bound, &mut events);
+        undefined_string_refs += events.kind[start..]
+            .iter()
+            .zip(&events.tag[start..])
+            .filter(|&(&k, &(type_id, var_id))| {
+                k == kind::TAG
+                    && [type_id, var_id].iter().any(|id| *id != 0 && !strings.contains_key(id))
+            })
+            .count() as u64;
+        let paired = pairer.pair(&events, bound.is_none(), &mut rows);
+        events.consume(paired);
+        flush(&mut rows, &mut batcher, sink)?;
+    }
+    // A trace without blocks still ends.
+    if chunks.is_empty() {
+        pairer.pair(&events, true, &mut rows);
+    }
+    pairer.finish(&mut rows);
+    flush(&mut rows, &mut batcher, sink)?;
+    drop(batcher);
+
+    let threads = index
+        .threads
+        .into_iter()
+        .map(|t| {
+            let (allocations, allocated_bytes) =
+                pairer.per_thread.get(&t.thread_id).copied().unwrap_or_default();
+            Thread {
+                thread_id: t.thread_id,
+                os_tid: t.os_tid,
+                name: t.name.map(|(_, n)| n),
+                start_ts_ns: scale.to_ns(t.start_q),
+                exit_ts_ns: t.exit_q.map(|q| scale.to_ns(q)),
+                allocations,
+                allocated_bytes,
+            }
+        })
+        .collect();
+    let data = TraceData {
+        header,
+        event_count: index.events,
+        allocation_count: pairer.allocations,
+        anomalies: pairer.anomalies,
+        threads,
+        strings,
+        end: index.end.map(|(q, totals)| (scale.to_ns(q), totals)),
+        last_ts_ns: if index.last_q == 0 { 0 } else { scale.to_ns(index.last_q) },
+        skipped_records: index.skipped_records,
+        time_reversals: merger.time_reversals,
+        undefined_stack_refs,
+        undefined_string_refs,
+        file_bytes: bytes.len() as u64,
+        rss: index.rss.into_iter().map(|(q, b)| (scale.to_ns(q), b)).collect(),
+        stacks,
+    };
+    for (table, batch) in small_tables(&data)? {
+        sink.write(table, batch)?;
+    }
+    Ok(data)
+}
+
+/// Hands every row made final so far to `sink`, in batches of at most
+/// [`BATCH_ROWS`] rows.
+fn flush(rows: &mut Rows, batcher: &mut Batcher<'_>, sink: &mut dyn TableSink) -> Result<()> {
+    let mut put = |name: &str, batch: RecordBatch| -> Result<()> {
+        let table = TABLES.iter().find(|t| t.name == name).expect("a table of the schema");
+        for start in (0..batch.num_rows()).step_by(BATCH_ROWS) {
+            sink.write(table, batch.slice(start, BATCH_ROWS.min(batch.num_rows() - start)))?;
+        }
+        Ok(())
+    };
+    if !rows.events.is_empty() {
+        let first_event_id = rows.events.first_event_id + rows.events.len() as u64;
+        let events = std::mem::replace(
+            &mut rows.events,
+            EventRows { first_event_id, ..EventRows::default() },
+        );
+        put("events", batcher.events(events)?)?;
+    }
+    if !rows.allocations.is_empty() {
+        put("allocations", batcher.allocations(&rows.allocations)?)?;
+        rows.allocations.clear();
+    }
+    if !rows.anomalies.is_empty() {
+        put("anomalies", batcher.anomalies(&rows.anomalies)?)?;
+        rows.anomalies.clear();
+    }
+    Ok(())
+}
