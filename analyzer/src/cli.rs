@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use memscope_analyzer::error::Error;
 use memscope_analyzer::flamegraph::{self, Metric};
+use memscope_analyzer::memory::MemoryLimit;
 use memscope_analyzer::output::{self, Destination, Format};
 use memscope_analyzer::query::{self, QueryResult, SqlSource};
 use memscope_analyzer::report::budget::{Budget, BudgetsFile};
@@ -43,6 +44,15 @@ pub struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     query: QueryArgs,
+    /// Memory the analyzer may use, such as 2GiB or 512MiB. A trace whose
+    /// tables do not fit is written as Parquet under $TMPDIR and queried
+    /// from there; queries spill to $TMPDIR beyond their share.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "2GiB", value_parser = parse_memory_limit)]
+    memory_limit: MemoryLimit,
+}
+
+fn parse_memory_limit(text: &str) -> std::result::Result<MemoryLimit, String> {
+    MemoryLimit::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,14 +230,15 @@ struct TablesArgs {
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let limit = cli.memory_limit;
     match cli.command {
-        Some(Command::Query(args)) => run_query(args).await,
+        Some(Command::Query(args)) => run_query(args, limit).await,
         Some(Command::Convert(args)) => run_convert(args),
-        Some(Command::Tables(args)) => run_tables(args).await,
-        Some(Command::Flamegraph(args)) => run_flamegraph(args).await,
-        Some(Command::Report(args)) => run_report(args).await,
-        Some(Command::Diff(args)) => run_diff(args).await,
-        None => run_query(cli.query).await,
+        Some(Command::Tables(args)) => run_tables(args, limit).await,
+        Some(Command::Flamegraph(args)) => run_flamegraph(args, limit).await,
+        Some(Command::Report(args)) => run_report(args, limit).await,
+        Some(Command::Diff(args)) => run_diff(args, limit).await,
+        None => run_query(cli.query, limit).await,
     }
 }
 
@@ -241,7 +252,7 @@ fn warn(path: &Path, warnings: &[String], quiet: bool) {
     }
 }
 
-async fn run_query(args: QueryArgs) -> Result<()> {
+async fn run_query(args: QueryArgs, limit: MemoryLimit) -> Result<()> {
     if !args.quiet {
         progress::enable();
     }
@@ -256,7 +267,7 @@ async fn run_query(args: QueryArgs) -> Result<()> {
     if args.format == Format::Parquet && args.output.is_none() {
         Destination::choose(None, args.format, 1)?;
     }
-    let input = Input::open(&trace)?;
+    let input = Input::open_within(&trace, limit, query::tables_referenced(&sources).as_deref())?;
     warn(&trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let mut results = Vec::new();
@@ -292,7 +303,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     }
     let output = convert::output_dir(&args.output, args.run.as_deref())?;
     let (data, warnings, sink) =
-        stream_trace(&args.trace, || convert::ParquetSink::create(&output, args.force))?;
+        stream_trace(&args.trace, |_| convert::ParquetSink::create(&output, args.force))?;
     warn(&args.trace, &warnings, args.quiet);
     for (path, rows) in sink.finish(&data)? {
         progress::clear();
@@ -301,11 +312,11 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
+async fn run_flamegraph(args: FlamegraphArgs, limit: MemoryLimit) -> Result<()> {
     if !args.quiet {
         progress::enable();
     }
-    let input = Input::open(&args.trace)?;
+    let input = Input::open_within(&args.trace, limit, None)?;
     input.require_one_run("flamegraph")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
@@ -327,7 +338,7 @@ async fn run_flamegraph(args: FlamegraphArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_report(args: ReportArgs) -> Result<()> {
+async fn run_report(args: ReportArgs, limit: MemoryLimit) -> Result<()> {
     if !args.quiet {
         progress::enable();
     }
@@ -360,13 +371,13 @@ async fn run_report(args: ReportArgs) -> Result<()> {
     }
     let options =
         report::Options { top: args.top.or(file.report.top).unwrap_or(10), temporary, budgets };
-    let input = Input::open(&args.trace)?;
+    let input = Input::open_within(&args.trace, limit, None)?;
     input.require_one_run("report")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let baseline = match &args.baseline {
         Some(path) => {
-            let base = Input::open(path)?;
+            let base = Input::open_within(path, limit, None)?;
             base.require_one_run("report --baseline")?;
             warn(path, base.warnings(), args.quiet);
             Some((path.as_path(), base.session().await?))
@@ -420,17 +431,17 @@ async fn run_report(args: ReportArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_diff(args: DiffArgs) -> Result<()> {
+async fn run_diff(args: DiffArgs, limit: MemoryLimit) -> Result<()> {
     if !args.quiet {
         progress::enable();
     }
     if args.format == Format::Parquet && args.output.is_none() {
         Destination::choose(None, args.format, 1)?;
     }
-    let base = Input::open(&args.base)?;
+    let base = Input::open_within(&args.base, limit, None)?;
     base.require_one_run("diff")?;
     warn(&args.base, base.warnings(), args.quiet);
-    let new = Input::open(&args.new)?;
+    let new = Input::open_within(&args.new, limit, None)?;
     new.require_one_run("diff")?;
     warn(&args.new, new.warnings(), args.quiet);
     let mut changes = diff::changes(&base.session().await?, &new.session().await?).await?;
@@ -443,9 +454,9 @@ async fn run_diff(args: DiffArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_tables(args: TablesArgs) -> Result<()> {
+async fn run_tables(args: TablesArgs, limit: MemoryLimit) -> Result<()> {
     let rows = match &args.trace {
-        Some(path) => Some(row_counts(path).await?),
+        Some(path) => Some(row_counts(path, limit).await?),
         None => None,
     };
     let mut table = Vec::new();
@@ -498,8 +509,8 @@ async fn run_tables(args: TablesArgs) -> Result<()> {
 }
 
 /// Rows of each table of a trace or dataset.
-async fn row_counts(path: &Path) -> Result<Vec<(&'static str, u64)>> {
-    let input = Input::open(path)?;
+async fn row_counts(path: &Path, limit: MemoryLimit) -> Result<Vec<(&'static str, u64)>> {
+    let input = Input::open_within(path, limit, None)?;
     warn(path, input.warnings(), false);
     let ctx = input.session().await?;
     let mut out = Vec::new();

@@ -53,6 +53,7 @@ pub mod decode;
 pub mod error;
 pub mod flamegraph;
 pub mod mapping;
+pub mod memory;
 pub mod merge;
 pub mod model;
 pub mod output;
@@ -74,6 +75,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::decode::TraceFile;
 use crate::error::Result;
+use crate::memory::MemoryLimit;
 use crate::model::TraceData;
 use crate::scan::TraceIndex;
 use crate::tables::{MemorySink, TableData, TableSink};
@@ -96,13 +98,13 @@ pub struct Loaded {
 ///
 /// Any [`error::Error`] from opening or decoding the trace.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let (data, warnings, sink) = stream_trace(path, || Ok(MemorySink::new()))?;
+    let (data, warnings, sink) = stream_trace(path, |_| Ok(MemorySink::new()))?;
     Ok(Loaded { data, tables: sink.finish(), warnings })
 }
 
 /// Decodes the trace at `path` in two passes ([`scan`], then [`stream`]),
-/// handing its tables' batches to the sink that `make_sink` makes once the
-/// first pass has checked the whole trace; returns what the trace is apart
+/// handing its tables' batches to the sink that `make_sink` makes from the
+/// first pass's index once that pass has checked the whole trace; returns what the trace is apart
 /// from its big tables, the warnings for the user, and the sink.
 ///
 /// # Errors
@@ -111,13 +113,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
 /// or writing to the sink.
 pub fn stream_trace<S: TableSink>(
     path: &Path,
-    make_sink: impl FnOnce() -> Result<S>,
+    make_sink: impl FnOnce(&TraceIndex) -> Result<S>,
 ) -> Result<(TraceData, Vec<String>, S)> {
     let file = TraceFile::open(path)?;
     let decode_error = |source| error::Error::Decode { path: path.to_path_buf(), source };
     progress::bytes(format!("decoding {}", path.display()), file.bytes().len() as u64);
     let index = TraceIndex::build(file.bytes(), file.layout()).map_err(decode_error)?;
-    let mut sink = make_sink()?;
+    let mut sink = make_sink(&index)?;
     let data = stream::run(file.header().clone(), file.bytes(), file.layout(), index, &mut sink);
     // A file cut while it was read decodes as garbage: say that first.
     let grew = file.check_unchanged()?;
@@ -242,46 +244,143 @@ fn warnings(data: &TraceData) -> Vec<String> {
 }
 
 /// What the analyzer reads: a trace file, or a directory of Parquet tables
-/// written by `convert`.
+/// written by `convert`, with the memory limit it is read within.
 #[derive(Debug)]
-pub enum Input {
-    /// A decoded trace.
+pub struct Input {
+    source: Source,
+    limit: MemoryLimit,
+}
+
+/// Where an [`Input`]'s tables are.
+#[derive(Debug)]
+pub enum Source {
+    /// A decoded trace, its tables in memory.
     Trace(Box<Loaded>),
+    /// A decoded trace too big for its tables to fit in memory (see
+    /// [`MemoryLimit::tables_fit`]), written as a dataset into a temporary
+    /// directory (deleted when dropped).
+    Spilled {
+        /// The temporary dataset.
+        dir: tempfile::TempDir,
+        /// Warnings for stderr.
+        warnings: Vec<String>,
+    },
     /// A directory of tables.
     Dataset(PathBuf),
     /// A directory of runs (`run=ID/`), each a directory of tables.
     Runs(PathBuf),
 }
 
+/// The sink of a trace read for queries: memory, or a temporary dataset.
+enum QuerySink {
+    Memory(MemorySink),
+    Spill(convert::ParquetSink, tempfile::TempDir),
+}
+
+impl TableSink for QuerySink {
+    fn write(
+        &mut self,
+        table: &'static memscope_schema::tables::Table,
+        batch: datafusion::arrow::record_batch::RecordBatch,
+    ) -> Result<()> {
+        match self {
+            QuerySink::Memory(s) => s.write(table, batch),
+            QuerySink::Spill(s, _) => s.write(table, batch),
+        }
+    }
+
+    fn wants(&self, table: &str) -> bool {
+        match self {
+            QuerySink::Memory(s) => s.wants(table),
+            QuerySink::Spill(s, _) => s.wants(table),
+        }
+    }
+}
+
 impl Input {
-    /// Opens `path`: a directory is read as a `convert` dataset, a file as a
-    /// trace.
+    /// Opens `path` within the default [`MemoryLimit`]: a directory is read
+    /// as a `convert` dataset, a file as a trace.
     ///
     /// # Errors
     ///
-    /// Any error of [`load`]; [`error::Error::NotATrace`] for a directory
-    /// without tables.
+    /// As [`Input::open_within`].
     pub fn open(path: &Path) -> Result<Input> {
-        if path.is_dir() {
+        Input::open_within(path, MemoryLimit::default(), None)
+    }
+
+    /// Opens `path` within `limit`: a directory is read as a `convert`
+    /// dataset, a file as a trace. A trace whose tables would not fit in
+    /// [`MemoryLimit::tables_bytes`] is written as Parquet into a temporary
+    /// directory (under `$TMPDIR`) and read from there. With `tables`, only
+    /// those of the big tables (`events`, `allocations`, `anomalies`) are
+    /// built, for queries known to read no other ([`query::tables_referenced`]).
+    ///
+    /// # Errors
+    ///
+    /// Any error of [`stream_trace`]; [`error::Error::NotATrace`] for a
+    /// directory without tables; [`error::Error::Io`] when the temporary
+    /// directory cannot be made.
+    pub fn open_within(
+        path: &Path,
+        limit: MemoryLimit,
+        tables: Option<&[&'static str]>,
+    ) -> Result<Input> {
+        let source = if path.is_dir() {
             if !query::dataset_tables(path).is_empty() {
-                return Ok(Input::Dataset(path.to_path_buf()));
+                Source::Dataset(path.to_path_buf())
+            } else if !query::dataset_runs(path).is_empty() {
+                Source::Runs(path.to_path_buf())
+            } else {
+                return Err(error::Error::NotATrace {
+                    path: path.to_path_buf(),
+                    reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
+                });
             }
-            if !query::dataset_runs(path).is_empty() {
-                return Ok(Input::Runs(path.to_path_buf()));
+        } else {
+            let (data, warnings, sink) = stream_trace(path, |index| {
+                if limit.tables_fit(index.events) {
+                    return Ok(QuerySink::Memory(
+                        tables.map_or_else(MemorySink::new, MemorySink::only),
+                    ));
+                }
+                let tmp = std::env::temp_dir();
+                let dir = tempfile::Builder::new()
+                    .prefix("memscope-")
+                    .tempdir_in(&tmp)
+                    .map_err(|e| error::Error::io(&tmp, e))?;
+                output::register_partial_dir(dir.path());
+                progress::stage(format!(
+                    "{} events do not fit in --memory-limit {}: writing them to {}",
+                    index.events,
+                    report::units::bytes(limit.bytes as f64),
+                    dir.path().display()
+                ));
+                Ok(QuerySink::Spill(convert::ParquetSink::create(dir.path(), false)?, dir))
+            })?;
+            match sink {
+                QuerySink::Memory(s) => {
+                    Source::Trace(Box::new(Loaded { data, tables: s.finish(), warnings }))
+                }
+                QuerySink::Spill(s, dir) => {
+                    s.finish(&data)?;
+                    Source::Spilled { dir, warnings }
+                }
             }
-            return Err(error::Error::NotATrace {
-                path: path.to_path_buf(),
-                reason: "is a directory without memscope tables (expected a trace file or a directory written by `convert`)".into(),
-            });
-        }
-        Ok(Input::Trace(Box::new(load(path)?)))
+        };
+        Ok(Input { source, limit })
+    }
+
+    /// Where the input's tables are.
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     /// Warnings about the input.
     pub fn warnings(&self) -> &[String] {
-        match self {
-            Input::Trace(l) => &l.warnings,
-            Input::Dataset(_) | Input::Runs(_) => &[],
+        match &self.source {
+            Source::Trace(l) => &l.warnings,
+            Source::Spilled { warnings, .. } => warnings,
+            Source::Dataset(_) | Source::Runs(_) => &[],
         }
     }
 
@@ -293,7 +392,7 @@ impl Input {
     ///
     /// [`error::Error::Usage`] for a dataset of several runs, naming them.
     pub fn require_one_run(&self, command: &str) -> Result<()> {
-        let Input::Runs(dir) = self else {
+        let Source::Runs(dir) = &self.source else {
             return Ok(());
         };
         let runs: Vec<String> = query::dataset_runs(dir).into_iter().map(|(id, _)| id).collect();
@@ -311,17 +410,19 @@ impl Input {
         )))
     }
 
-    /// A DataFusion session with the input's tables registered.
+    /// A DataFusion session with the input's tables registered, whose
+    /// operators spill to disk beyond [`MemoryLimit::query_bytes`].
     ///
     /// # Errors
     ///
     /// [`error::Error::Engine`] when a table cannot be registered or read.
     pub async fn session(&self) -> Result<SessionContext> {
-        let ctx = query::new_session();
-        match self {
-            Input::Trace(l) => query::register_tables(&ctx, &l.tables)?,
-            Input::Dataset(dir) => query::register_dataset(&ctx, dir).await?,
-            Input::Runs(dir) => query::register_runs(&ctx, dir).await?,
+        let ctx = query::new_session_with(self.limit.runtime()?);
+        match &self.source {
+            Source::Trace(l) => query::register_tables(&ctx, &l.tables)?,
+            Source::Spilled { dir, .. } => query::register_dataset(&ctx, dir.path()).await?,
+            Source::Dataset(dir) => query::register_dataset(&ctx, dir).await?,
+            Source::Runs(dir) => query::register_runs(&ctx, dir).await?,
         }
         Ok(ctx)
     }

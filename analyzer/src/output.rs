@@ -326,13 +326,25 @@ impl Drop for Partial {
     }
 }
 
-/// Deletes the temporary files of outputs still being written, so that an
-/// interrupted run (Ctrl-C) leaves neither a partial output nor its
-/// temporary file; the outputs already complete stay. Returns how many were
-/// deleted.
+/// Registers a temporary directory of the analyzer's own (a spilled trace),
+/// for [`remove_partial_outputs`] to delete with what it holds. It stays
+/// registered: once it is gone, deleting it again does nothing.
+pub fn register_partial_dir(dir: &Path) {
+    PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).push(dir.to_path_buf());
+}
+
+/// Deletes the temporary files of outputs still being written, and the
+/// analyzer's temporary directories, so that an interrupted run (Ctrl-C)
+/// leaves neither a partial output nor its temporary file; the outputs
+/// already complete stay. Returns how many were deleted.
 pub fn remove_partial_outputs() -> usize {
     let partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
-    partial.iter().filter(|p| fs::remove_file(p).is_ok()).count()
+    partial
+        .iter()
+        .filter(
+            |p| if p.is_dir() { fs::remove_dir_all(p).is_ok() } else { fs::remove_file(p).is_ok() },
+        )
+        .count()
 }
 
 #[cfg(test)]

@@ -137,16 +137,45 @@ struct Live {
     untagged_before: Vec<Allocation>,
 }
 
-/// What pairing knows of an address.
+/// What pairing knows of an address, in 8 bytes (the map holds one per
+/// address ever used, up to [`FREED_ADDRESSES`] of them freed): a live
+/// allocation (the index of its [`Live`]), or the `alloc_id` of the last
+/// allocation deallocated there when no block is live there since, which
+/// tells a double deallocation from one of an unknown address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    /// Live: the index of its [`Live`].
-    Live(u32),
-    /// The last allocation there was deallocated (its `alloc_id`) and no
-    /// block is live there since: tells a double deallocation from one of
-    /// an unknown address.
-    Freed(u64),
+struct Slot(u64);
+
+/// The bit that marks a [`Slot`] live; `alloc_id`s (event indices) never
+/// reach it.
+const LIVE: u64 = 1 << 63;
+
+impl Slot {
+    fn live(live: u32) -> Slot {
+        Slot(LIVE | u64::from(live))
+    }
+
+    fn freed(alloc_id: u64) -> Slot {
+        Slot(alloc_id & !LIVE)
+    }
+
+    /// The index of the live allocation, if live.
+    fn as_live(self) -> Option<u32> {
+        (self.0 & LIVE != 0).then_some(self.0 as u32)
+    }
+
+    /// The `alloc_id` last deallocated there, if not live.
+    fn as_freed(self) -> Option<u64> {
+        (self.0 & LIVE == 0).then_some(self.0)
+    }
 }
+
+/// How many freed addresses pairing remembers, to tell double
+/// deallocations from deallocations of unknown addresses. Past that, it
+/// forgets the older half: a deallocation of an address whose block was
+/// freed before those counts as an `unknown_deallocation`. Programs reuse
+/// addresses, so this is reached only by traces of very many distinct
+/// addresses; it bounds pairing's memory (about 20 bytes per address).
+pub const FREED_ADDRESSES: usize = 1 << 22;
 
 /// How an allocation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +197,8 @@ pub struct Pairer {
     lives: Vec<Live>,
     free_lives: Vec<u32>,
     slots: FxHashMap<u64, Slot>,
+    /// How many of `slots` are freed (not live), about.
+    freed_slots: usize,
     /// Live blocks by address, kept once a tag has missed a block start
     /// (interior pointers): the live block with the highest start at or
     /// below an address is the only one that can contain it.
@@ -224,15 +255,7 @@ impl Pairer {
                     let address = events.address[i];
                     let ended = match self.late_ends.remove(&id) {
                         Some(live) => Some(live),
-                        None => match self.slots.get(&address) {
-                            Some(&Slot::Live(live)) => {
-                                let alloc_id = self.lives[live as usize].row.alloc_id;
-                                self.slots.insert(address, Slot::Freed(alloc_id));
-                                self.unorder(address);
-                                Some(live)
-                            }
-                            _ => None,
-                        },
+                        None => self.free_at(address, false),
                     };
                     match ended {
                         Some(live) => {
@@ -243,8 +266,9 @@ impl Pairer {
                         }
                         None => {
                             out.events.size[r] = NONE_U64;
-                            let (kind, alloc_id) = match self.slots.get(&address) {
-                                Some(&Slot::Freed(before)) => {
+                            let before = self.slots.get(&address).and_then(|s| s.as_freed());
+                            let (kind, alloc_id) = match before {
+                                Some(before) => {
                                     self.anomalies.double_deallocations += 1;
                                     (AnomalyKind::DoubleDeallocation, before)
                                 }
@@ -261,19 +285,8 @@ impl Pairer {
                     let (old_address, address) = (events.old_address[i], events.address[i]);
                     let old = match self.late_ends.remove(&id) {
                         Some(live) => Some(live),
-                        None => match self.slots.get(&old_address) {
-                            Some(&Slot::Live(live)) => {
-                                if old_address == address {
-                                    self.slots.remove(&old_address);
-                                } else {
-                                    let alloc_id = self.lives[live as usize].row.alloc_id;
-                                    self.slots.insert(old_address, Slot::Freed(alloc_id));
-                                }
-                                self.unorder(old_address);
-                                Some(live)
-                            }
-                            _ => None,
-                        },
+                        // In place, the new block takes the slot below.
+                        None => self.free_at(old_address, old_address == address),
                     };
                     let from = match old {
                         Some(o) => self.lives[o as usize].row.alloc_id,
@@ -302,9 +315,9 @@ impl Pairer {
                 _ => {
                     let address = events.address[i];
                     let (type_id, var_id) = events.tag[i];
-                    let live = match self.slots.get(&address) {
-                        Some(&Slot::Live(live)) => Some(live),
-                        _ => self.containing(address),
+                    let live = match self.slots.get(&address).and_then(|s| s.as_live()) {
+                        Some(live) => Some(live),
+                        None => self.containing(address),
                     };
                     match live {
                         Some(live) => {
@@ -332,10 +345,7 @@ impl Pairer {
         let mut live: Vec<u32> = self
             .slots
             .values()
-            .filter_map(|s| match s {
-                Slot::Live(l) => Some(*l),
-                Slot::Freed(_) => None,
-            })
+            .filter_map(|s| s.as_live())
             .chain(self.late_ends.values().copied())
             .collect();
         live.sort_unstable_by_key(|&l| self.lives[l as usize].row.alloc_id);
@@ -393,9 +403,41 @@ impl Pairer {
         if let Some(ordered) = &mut self.ordered {
             ordered.insert(address, live);
         }
-        if let Some(Slot::Live(prev)) = self.slots.insert(address, Slot::Live(live)) {
-            self.overlap(events, i, prev, out);
+        match self.slots.insert(address, Slot::live(live)) {
+            Some(s) if s.as_freed().is_some() => self.freed_slots -= 1,
+            Some(s) => self.overlap(events, i, s.as_live().expect("live or freed"), out),
+            None => {}
         }
+    }
+
+    /// Ends the block live at `address`, if any, and returns it: the
+    /// address remembers it as freed, or is forgotten when `reused` (a
+    /// block starts there next).
+    fn free_at(&mut self, address: u64, reused: bool) -> Option<u32> {
+        let slot = self.slots.get_mut(&address)?;
+        let live = slot.as_live()?;
+        if reused {
+            self.slots.remove(&address);
+        } else {
+            *slot = Slot::freed(self.lives[live as usize].row.alloc_id);
+            self.freed_slots += 1;
+            if self.freed_slots > FREED_ADDRESSES {
+                self.forget_older_freed();
+            }
+        }
+        self.unorder(address);
+        Some(live)
+    }
+
+    /// Forgets the older half of the freed addresses (see
+    /// [`FREED_ADDRESSES`]).
+    fn forget_older_freed(&mut self) {
+        let mut ids: Vec<u64> = self.slots.values().filter_map(|s| s.as_freed()).collect();
+        let half = ids.len() / 2;
+        let cutoff = *ids.select_nth_unstable(half).1;
+        drop(ids);
+        self.slots.retain(|_, s| s.as_freed().is_none_or(|id| id >= cutoff));
+        self.freed_slots = self.slots.values().filter(|s| s.as_freed().is_some()).count();
     }
 
     /// Forgets the live block at `address` in the ordered view.
@@ -408,13 +450,7 @@ impl Pairer {
     /// The live block that contains `address` (not at its start).
     fn containing(&mut self, address: u64) -> Option<u32> {
         let ordered = self.ordered.get_or_insert_with(|| {
-            self.slots
-                .iter()
-                .filter_map(|(&a, s)| match s {
-                    Slot::Live(l) => Some((a, *l)),
-                    Slot::Freed(_) => None,
-                })
-                .collect()
+            self.slots.iter().filter_map(|(&a, s)| s.as_live().map(|l| (a, l))).collect()
         });
         let (&start, &live) = ordered.range(..=address).next_back()?;
         (address < start.saturating_add(self.lives[live as usize].row.size)).then_some(live)

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::Spanned;
@@ -128,11 +129,21 @@ impl QueryResult {
 /// Parquet keep their types (no `Utf8View`), and SQL spans are collected so
 /// errors can name lines.
 pub fn new_session() -> SessionContext {
+    SessionContext::new_with_config(session_config())
+}
+
+/// A session like [`new_session`] on `runtime` (its memory pool and spill
+/// files).
+pub fn new_session_with(runtime: Arc<RuntimeEnv>) -> SessionContext {
+    SessionContext::new_with_config_rt(session_config(), runtime)
+}
+
+fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new().with_information_schema(true);
     let options = config.options_mut();
     options.execution.parquet.schema_force_view_types = false;
     options.sql_parser.collect_spans = true;
-    SessionContext::new_with_config(config)
+    config
 }
 
 /// Registers in-memory tables, spread over the session's partitions.
@@ -234,6 +245,29 @@ pub async fn register_dataset(ctx: &SessionContext, dir: &Path) -> Result<()> {
             .map_err(|e| Error::engine(format!("reading {}", path.display()), e))?;
     }
     Ok(())
+}
+
+/// The tables that the statements of `sources` read, when that can be
+/// told: `None` when one does not parse, or reads anything but the
+/// analyzer's tables by name (`information_schema`, say), so that every
+/// table must be there.
+pub fn tables_referenced(sources: &[SqlSource]) -> Option<Vec<&'static str>> {
+    let state = new_session().state();
+    let mut out: Vec<&'static str> = Vec::new();
+    for source in sources {
+        for statement in DFParser::parse_sql(&source.text).ok()? {
+            for r in state.resolve_table_references(&statement).ok()? {
+                if r.schema().is_some_and(|s| s != "public") {
+                    return None;
+                }
+                let table = TABLES.iter().find(|t| t.name == r.table())?;
+                if !out.contains(&table.name) {
+                    out.push(table.name);
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Runs every statement of `source` in order and returns the result sets

@@ -183,6 +183,16 @@ pub fn run_chunked(
 /// Hands every row made final so far to `sink`, in batches of at most
 /// [`BATCH_ROWS`] rows.
 fn flush(rows: &mut Rows, batcher: &mut Batcher<'_>, sink: &mut dyn TableSink) -> Result<()> {
+    if !sink.wants("events") {
+        let first_event_id = rows.events.first_event_id + rows.events.len() as u64;
+        rows.events = EventRows { first_event_id, ..EventRows::default() };
+    }
+    if !sink.wants("allocations") {
+        rows.allocations.clear();
+    }
+    if !sink.wants("anomalies") {
+        rows.anomalies.clear();
+    }
     let mut put = |name: &str, batch: RecordBatch| -> Result<()> {
         let table = TABLES.iter().find(|t| t.name == name).expect("a table of the schema");
         for start in (0..batch.num_rows()).step_by(BATCH_ROWS) {

@@ -57,25 +57,40 @@ pub trait TableSink {
     ///
     /// Whatever keeping the batch fails with ([`Error::Io`] for a file).
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()>;
+
+    /// Whether the sink keeps `table` at all; batches of a table it does not
+    /// keep need not be built.
+    fn wants(&self, table: &str) -> bool {
+        let _ = table;
+        true
+    }
 }
 
-/// Keeps every batch in memory.
+/// Keeps the batches in memory: of every table, or of some.
 #[derive(Debug, Default)]
 pub struct MemorySink {
     batches: HashMap<&'static str, Vec<RecordBatch>>,
+    only: Option<Vec<&'static str>>,
 }
 
 impl MemorySink {
-    /// An empty sink.
+    /// An empty sink that keeps every table.
     pub fn new() -> MemorySink {
         MemorySink::default()
     }
 
-    /// The tables, in the order of [`tables::TABLES`]; a table that got no
-    /// batch has one empty batch.
+    /// An empty sink that keeps only the big tables (`events`,
+    /// `allocations`, `anomalies`) among `tables`, and every small one.
+    pub fn only(tables: &[&'static str]) -> MemorySink {
+        MemorySink { only: Some(tables.to_vec()), ..MemorySink::default() }
+    }
+
+    /// The tables it keeps, in the order of [`tables::TABLES`]; a table that
+    /// got no batch has one empty batch.
     pub fn finish(mut self) -> Vec<TableData> {
-        tables::TABLES
-            .iter()
+        let kept: Vec<&'static Table> =
+            tables::TABLES.iter().copied().filter(|t| self.wants(t.name)).collect();
+        kept.into_iter()
             .map(|table| {
                 let schema = Arc::new(table.schema());
                 let mut batches = self.batches.remove(table.name).unwrap_or_default();
@@ -90,8 +105,15 @@ impl MemorySink {
 
 impl TableSink for MemorySink {
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
-        self.batches.entry(table.name).or_default().push(batch);
+        if self.wants(table.name) {
+            self.batches.entry(table.name).or_default().push(batch);
+        }
         Ok(())
+    }
+
+    fn wants(&self, table: &str) -> bool {
+        let big = matches!(table, "events" | "allocations" | "anomalies");
+        !big || self.only.as_ref().is_none_or(|only| only.contains(&table))
     }
 }
 

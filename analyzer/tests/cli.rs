@@ -7,6 +7,8 @@ use std::path::Path;
 
 use common::*;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use memscope_analyzer::memory::MemoryLimit;
+use memscope_analyzer::{Input, Source};
 use memscope_schema::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use memscope_schema::tables::TABLES;
 
@@ -415,4 +417,79 @@ fn timing_names_each_query_with_its_rows() {
             .unwrap();
     assert!(lines.iter().all(|l| shape.is_match(l)), "{err}");
     assert!(lines[0].contains(": leaks: ") && lines[1].contains(": query2: "), "{err}");
+}
+
+/// A trace of 2 threads and about `events` events, with addresses reused
+/// across threads, reallocations, tags and leaks.
+fn busy_trace(dir: &Path, events: u64) -> std::path::PathBuf {
+    write_trace(dir, "busy.trace", |w| {
+        w.push(1, 1, &memscope_schema::Record::String { id: 1, bytes: b"app::Node" });
+        let mut q = 0;
+        for i in 0..events / 4 {
+            let t = 1 + (i % 2) as u32;
+            let leaked = i % 1000 == 0;
+            let address = if leaked { 0x4000_0000 + i * 64 } else { 0x10_0000 + (i % 5000) * 64 };
+            q += 7;
+            w.push(t, t, &alloc(q, address, 16 + i % 40));
+            if i % 3 == 0 {
+                w.push(t, t, &tag(q + 1, address, 1, 0));
+            }
+            if i % 11 == 0 {
+                let moved = 0x90_0000 + (i % 5000) * 128;
+                w.push(t, t, &realloc(q + 2, address, moved, 100));
+                w.push(t, t, &free(q + 3, moved));
+            } else if !leaked {
+                w.push(t, t, &free(q + 3, address));
+            }
+            if i % 997 == 5 {
+                // Never allocated in the trace: an anomaly.
+                w.push(t, t, &free(q + 4, 0x7000_0000 + i));
+            }
+        }
+    })
+}
+
+#[test]
+fn a_trace_over_the_memory_limit_is_queried_from_disk_with_the_same_answers() {
+    let dir = temp_dir();
+    let t = busy_trace(dir.path(), 400_000);
+    let t = t.to_str().unwrap();
+    let spill = dir.path().join("tmp");
+    std::fs::create_dir(&spill).unwrap();
+    let queries = [
+        "leaks",
+        "lifetime_histogram",
+        "SELECT kind, count(*) AS n, sum(size) AS bytes FROM events GROUP BY kind ORDER BY kind",
+        "SELECT kind, count(*) AS n FROM anomalies GROUP BY kind ORDER BY kind",
+    ];
+    for sql in queries {
+        let in_memory = analyze(&[t, "--sql", sql, "--format", "csv"]);
+        assert!(in_memory.status.success(), "{}", stderr(&in_memory));
+        // 400 000 events take about 64 MB as tables: over two fifths of
+        // 64 MiB, so they are written to $TMPDIR.
+        let on_disk = std::process::Command::new(env!("CARGO_BIN_EXE_memscope-analyze"))
+            .args([t, "--sql", sql, "--format", "csv", "--memory-limit", "64MiB"])
+            .env("TMPDIR", &spill)
+            .output()
+            .unwrap();
+        assert!(on_disk.status.success(), "{}", stderr(&on_disk));
+        assert_eq!(stderr(&on_disk), "", "quiet when stderr is not a terminal");
+        assert_eq!(stdout(&on_disk), stdout(&in_memory), "{sql}");
+        assert!(stdout(&in_memory).lines().count() > 1, "{sql}: {}", stdout(&in_memory));
+        let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
+        assert!(left.is_empty(), "temporary files are removed: {left:?}");
+    }
+    let limit = MemoryLimit::parse("64MiB").unwrap();
+    let spilled = Input::open_within(Path::new(t), limit, None).unwrap();
+    assert!(matches!(spilled.source(), Source::Spilled { .. }), "{:?}", spilled.source());
+    let whole = Input::open(Path::new(t)).unwrap();
+    assert!(matches!(whole.source(), Source::Trace(_)));
+
+    let out = analyze(&[t, "--sql", "leaks", "--memory-limit", "1MiB"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--memory-limit \"1MiB\": give a size such as 2GiB"),
+        "{}",
+        stderr(&out)
+    );
 }

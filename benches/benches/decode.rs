@@ -53,7 +53,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("write_parquet_dataset", |b| {
         b.iter(|| {
             let (data, _, sink) =
-                stream_trace(&path, || convert::ParquetSink::create(&out, true)).unwrap();
+                stream_trace(&path, |_| convert::ParquetSink::create(&out, true)).unwrap();
             sink.finish(&data).unwrap()
         })
     });
