@@ -111,7 +111,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
 ///
 /// Any [`error::Error`] from opening or decoding the trace, or from making
 /// or writing to the sink.
-pub fn stream_trace<S: TableSink>(
+pub fn stream_trace<S: TableSink + Send>(
     path: &Path,
     make_sink: impl FnOnce(&TraceIndex) -> Result<S>,
 ) -> Result<(TraceData, Vec<String>, S)> {

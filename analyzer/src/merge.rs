@@ -56,6 +56,20 @@ impl Events {
         self.ts_ns.is_empty()
     }
 
+    /// Moves the events of `other` to the end.
+    pub fn append(&mut self, mut other: Events) {
+        self.ts_ns.append(&mut other.ts_ns);
+        self.thread_id.append(&mut other.thread_id);
+        self.kind.append(&mut other.kind);
+        self.address.append(&mut other.address);
+        self.size.append(&mut other.size);
+        self.align.append(&mut other.align);
+        self.old_address.append(&mut other.old_address);
+        self.zeroed.append(&mut other.zeroed);
+        self.stack_id.append(&mut other.stack_id);
+        self.tag.append(&mut other.tag);
+    }
+
     /// Removes the first `n` events.
     pub fn consume(&mut self, n: usize) {
         self.ts_ns.drain(..n);

@@ -14,13 +14,16 @@ use memscope_schema::reader::BlockLayout;
 use memscope_schema::tables::TABLES;
 use memscope_schema::{DecodeError, TimeScale};
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::decode::{BlockEvents, kind};
 use crate::error::Result;
 use crate::merge::{Events, Merger};
 use crate::model::{Thread, TraceData};
 use crate::pairing::{EventRows, Pairer, Rows};
-use crate::scan::TraceIndex;
+use crate::scan::{BlockSummary, TraceIndex};
 use crate::stacks::Stacks;
 use crate::tables::{BATCH_ROWS, Batcher, TableSink, small_tables};
 
@@ -56,7 +59,7 @@ pub fn run(
     bytes: &[u8],
     layout: &BlockLayout,
     index: TraceIndex,
-    sink: &mut dyn TableSink,
+    sink: &mut (dyn TableSink + Send),
 ) -> std::result::Result<TraceData, StreamError> {
     run_chunked(header, bytes, layout, index, sink, CHUNK_BLOCKS)
 }
@@ -72,73 +75,63 @@ pub fn run_chunked(
     bytes: &[u8],
     layout: &BlockLayout,
     index: TraceIndex,
-    sink: &mut dyn TableSink,
+    sink: &mut (dyn TableSink + Send),
     chunk_blocks: usize,
 ) -> std::result::Result<TraceData, StreamError> {
     let scale = TimeScale::new(&header);
     crate::progress::stage(format!("symbolizing {} stacks", index.stacks.len()));
     let stacks = Stacks::symbolize(index.stacks, index.modules);
     let strings = index.strings;
-    let mut batcher = Batcher::new(&header, &strings, &stacks);
     crate::progress::bytes(
         format!("merging and pairing {} events", index.events),
         index.blocks.len() as u64 * layout.block_len,
     );
-    let mut merger = Merger::new(scale);
-    let mut pairer = Pairer::new();
-    let mut events = Events::default();
-    let mut rows = Rows::default();
-    let mut undefined_stack_refs = 0u64;
-    let mut undefined_string_refs = 0u64;
     let chunks: Vec<_> = index.blocks.chunks(chunk_blocks.max(1)).collect();
-    for (c, chunk) in chunks.iter().enumerate() {
-        let decoded: Vec<std::result::Result<(BlockEvents, u64), DecodeError>> = chunk
-            .par_iter()
-            .map(|s| {
-                let range = layout.block(s.index);
-                let offset = range.start as u64;
-                let mut b = BlockEvents::decode(&bytes[range], offset)?.unwrap_or_default();
-                crate::progress::advance(layout.block_len);
-                // Trace-wide stack ids for the thread's own.
-                let mut undefined = 0;
-                let thread = b.thread_id;
-                for id in b.stack.iter_mut().filter(|id| **id != 0) {
-                    *id = index.stack_ids.get(&(thread, *id)).copied().unwrap_or_else(|| {
-                        undefined += 1;
-                        0
-                    });
+    let stack_ids = &index.stack_ids;
+    // Three stages on three threads, a chunk at a time: decoding and
+    // merging (here), pairing, and building batches for the sink. Each
+    // hands its output to the next through a channel of two chunks, so
+    // that memory stays bounded and both cores work.
+    let stage_sink = &mut *sink;
+    let (merged, paired, sunk) = std::thread::scope(|scope| {
+        let (events_tx, events_rx) = sync_channel::<(Events, bool)>(2);
+        let (rows_tx, rows_rx) = sync_channel::<Rows>(2);
+        let pairing = scope.spawn(move || {
+            let mut pairer = Pairer::new();
+            let mut events = Events::default();
+            for (chunk, last) in events_rx {
+                events.append(chunk);
+                let mut rows = Rows::default();
+                let n = pairer.pair(&events, last, &mut rows);
+                events.consume(n);
+                if last {
+                    pairer.finish(&mut rows);
                 }
-                Ok((b, undefined))
-            })
-            .collect();
-        for d in decoded {
-            let (b, undefined) = d.map_err(StreamError::Decode)?;
-            undefined_stack_refs += undefined;
-            merger.push(b);
-        }
-        // Later blocks hold nothing earlier than the next one's first time.
-        let bound = chunks.get(c + 1).map(|next| next[0].first_q);
-        let start = events.len();
-        merger.drain(bound, &mut events);
-        undefined_string_refs += events.kind[start..]
-            .iter()
-            .zip(&events.tag[start..])
-            .filter(|&(&k, &(type_id, var_id))| {
-                k == kind::TAG
-                    && [type_id, var_id].iter().any(|id| *id != 0 && !strings.contains_key(id))
-            })
-            .count() as u64;
-        let paired = pairer.pair(&events, bound.is_none(), &mut rows);
-        events.consume(paired);
-        flush(&mut rows, &mut batcher, sink)?;
-    }
-    // A trace without blocks still ends.
-    if chunks.is_empty() {
-        pairer.pair(&events, true, &mut rows);
-    }
-    pairer.finish(&mut rows);
-    flush(&mut rows, &mut batcher, sink)?;
-    drop(batcher);
+                if rows_tx.send(rows).is_err() {
+                    break;
+                }
+            }
+            pairer
+        });
+        let (header, strings, stacks) = (&header, &strings, &stacks);
+        let sinking = scope.spawn(move || -> Result<()> {
+            let mut batcher = Batcher::new(header, strings, stacks);
+            for mut rows in rows_rx {
+                flush(&mut rows, &mut batcher, stage_sink)?;
+            }
+            Ok(())
+        });
+        let merged = merge_chunks(&chunks, bytes, layout, stack_ids, scale, strings, &events_tx);
+        drop(events_tx);
+        let paired = pairing.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let sunk = sinking.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (merged, paired, sunk)
+    });
+    // The sink's failure first: it stops the stages before it.
+    sunk?;
+    let Merged { merger, undefined_stack_refs, undefined_string_refs } =
+        merged.map_err(StreamError::Decode)?;
+    let pairer = paired;
 
     let threads = index
         .threads
@@ -180,9 +173,84 @@ pub fn run_chunked(
     Ok(data)
 }
 
+/// What the decoding and merging stage found.
+struct Merged {
+    merger: Merger,
+    undefined_stack_refs: u64,
+    undefined_string_refs: u64,
+}
+
+/// The first stage: decodes `chunks` of blocks (in parallel), merges their
+/// events and sends them on with whether they are the last, until done or
+/// the next stage stops.
+fn merge_chunks(
+    chunks: &[&[BlockSummary]],
+    bytes: &[u8],
+    layout: &BlockLayout,
+    stack_ids: &FxHashMap<(u32, u32), u32>,
+    scale: TimeScale,
+    strings: &HashMap<u32, String>,
+    out: &SyncSender<(Events, bool)>,
+) -> std::result::Result<Merged, DecodeError> {
+    let mut merger = Merger::new(scale);
+    let mut undefined_stack_refs = 0;
+    let mut undefined_string_refs = 0;
+    for (c, chunk) in chunks.iter().enumerate() {
+        let decoded: Vec<std::result::Result<(BlockEvents, u64), DecodeError>> = chunk
+            .par_iter()
+            .map(|s| {
+                let range = layout.block(s.index);
+                let offset = range.start as u64;
+                let mut b = BlockEvents::decode(&bytes[range], offset)?.unwrap_or_default();
+                crate::progress::advance(layout.block_len);
+                // Trace-wide stack ids for the thread's own.
+                let mut undefined = 0;
+                let thread = b.thread_id;
+                for id in b.stack.iter_mut().filter(|id| **id != 0) {
+                    *id = stack_ids.get(&(thread, *id)).copied().unwrap_or_else(|| {
+                        undefined += 1;
+                        0
+                    });
+                }
+                Ok((b, undefined))
+            })
+            .collect();
+        for d in decoded {
+            let (b, undefined) = d?;
+            undefined_stack_refs += undefined;
+            merger.push(b);
+        }
+        // Later blocks hold nothing earlier than the next one's first time.
+        let bound = chunks.get(c + 1).map(|next| next[0].first_q);
+        let mut events = Events::default();
+        merger.drain(bound, &mut events);
+        undefined_string_refs += events
+            .kind
+            .iter()
+            .zip(&events.tag)
+            .filter(|&(&k, &(type_id, var_id))| {
+                k == kind::TAG
+                    && [type_id, var_id].iter().any(|id| *id != 0 && !strings.contains_key(id))
+            })
+            .count() as u64;
+        if out.send((events, bound.is_none())).is_err() {
+            break;
+        }
+    }
+    // A trace without blocks still ends.
+    if chunks.is_empty() {
+        let _ = out.send((Events::default(), true));
+    }
+    Ok(Merged { merger, undefined_stack_refs, undefined_string_refs })
+}
+
 /// Hands every row made final so far to `sink`, in batches of at most
 /// [`BATCH_ROWS`] rows.
-fn flush(rows: &mut Rows, batcher: &mut Batcher<'_>, sink: &mut dyn TableSink) -> Result<()> {
+fn flush(
+    rows: &mut Rows,
+    batcher: &mut Batcher<'_>,
+    sink: &mut (dyn TableSink + Send),
+) -> Result<()> {
     if !sink.wants("events") {
         let first_event_id = rows.events.first_event_id + rows.events.len() as u64;
         rows.events = EventRows { first_event_id, ..EventRows::default() };
