@@ -6,15 +6,21 @@
 # Markdown row per size: events, trace and Parquet bytes, wall seconds,
 # events per second and the peak RSS of each command.
 #
-# Usage: scripts/measure-scale.sh [EVENTS ...]   (default: 1e6 1e7 3e7)
-# Needs free disk of about 30 bytes per event under target/scale, and
-# memory of about 300 bytes per event: the analyzer still holds a whole
-# trace in memory (issue 5), so 1e8 events would need about 30 GB.
+# Usage: scripts/measure-scale.sh [--memory-limit SIZE] [EVENTS ...]
+#        (default: 1e6 1e7 1e8 events, the analyzer's default limit of 2GiB)
+# Needs free disk of about 30 bytes per event under target/scale, and as
+# much again under $TMPDIR when the leaks query's tables do not fit in the
+# memory limit (they are then written there as Parquet and read back).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+limit=()
+if [ "${1:-}" = "--memory-limit" ]; then
+    limit=(--memory-limit "$2")
+    shift 2
+fi
 sizes=("$@")
-if [ ${#sizes[@]} -eq 0 ]; then sizes=(1000000 10000000 30000000); fi
+if [ ${#sizes[@]} -eq 0 ]; then sizes=(1000000 10000000 100000000); fi
 dir=target/scale
 mkdir -p "$dir"
 cargo build --release -q -p memscope-analyzer -p memscope-benches --bin memscope-analyze --bin memscope-synth
@@ -41,9 +47,9 @@ for n in "${sizes[@]}"; do
     out="$dir/$n.parquet"
     [ -f "$trace" ] || "$bin/memscope-synth" "$n" 4 "$trace"
     events=$("$bin/memscope-analyze" "$trace" --sql "SELECT events FROM trace" --format csv | tail -1)
-    read -r leaks_wall leaks_rss < <(measure "$bin/memscope-analyze" "$trace" --sql queries/leaks.sql --format csv)
+    read -r leaks_wall leaks_rss < <(measure "$bin/memscope-analyze" "$trace" --sql queries/leaks.sql --format csv "${limit[@]}")
     rm -rf "$out"
-    read -r conv_wall conv_rss < <(measure "$bin/memscope-analyze" convert "$trace" -o "$out" --quiet)
+    read -r conv_wall conv_rss < <(measure "$bin/memscope-analyze" convert "$trace" -o "$out" --quiet "${limit[@]}")
     python3 - "$events" "$(stat -c %s "$trace")" "$(du -sb "$out" | cut -f1)" \
         "$leaks_wall" "$leaks_rss" "$conv_wall" "$conv_rss" <<'PY'
 import sys

@@ -338,7 +338,7 @@ impl Input {
             }
         } else {
             let (data, warnings, sink) = stream_trace(path, |index| {
-                if limit.tables_fit(index.events) {
+                if limit.tables_fit(index.events, index.allocations, tables) {
                     return Ok(QuerySink::Memory(
                         tables.map_or_else(MemorySink::new, MemorySink::only),
                     ));

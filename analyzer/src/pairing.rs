@@ -175,7 +175,7 @@ impl Slot {
 /// freed before those counts as an `unknown_deallocation`. Programs reuse
 /// addresses, so this is reached only by traces of very many distinct
 /// addresses; it bounds pairing's memory (about 20 bytes per address).
-pub const FREED_ADDRESSES: usize = 1 << 20;
+pub const FREED_ADDRESSES: usize = 1 << 18;
 
 /// How an allocation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use memscope_schema::{DecodeError, DecodeErrorKind, Totals};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::decode::{BlockEvents, ModuleRecord};
+use crate::decode::{BlockEvents, ModuleRecord, kind};
 
 /// Blocks decoded at once by either pass: enough to keep both cores busy,
 /// few enough that their events take some tens of megabytes.
@@ -63,6 +63,8 @@ pub struct TraceIndex {
     pub skipped_records: u64,
     /// Events in the trace.
     pub events: u64,
+    /// Allocations and reallocations among them (rows of `allocations`).
+    pub allocations: u64,
     /// The latest quantized time of any event, exit or end marker (0 when
     /// there is none).
     pub last_q: u64,
@@ -95,6 +97,7 @@ struct Scanned {
     first_q: Option<u64>,
     max_q: u64,
     events: u64,
+    allocations: u64,
     allocated_bytes: u64,
     block: BlockEvents,
 }
@@ -208,6 +211,7 @@ impl TraceIndex {
                 events: s.events,
             });
             self.events += s.events;
+            self.allocations += s.allocations;
             self.skipped_records += b.skipped;
             self.strings.extend(b.strings);
             self.rss.extend(b.rss);
@@ -238,6 +242,11 @@ impl Scanned {
             first_q: b.q.first().copied(),
             max_q: b.q.iter().copied().max().unwrap_or(0),
             events: b.len() as u64,
+            allocations: b
+                .kind
+                .iter()
+                .filter(|&&k| k == kind::ALLOCATION || k == kind::REALLOCATION)
+                .count() as u64,
             allocated_bytes: b.allocated_bytes(),
             block: BlockEvents::default(),
         };
