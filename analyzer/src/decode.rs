@@ -137,6 +137,12 @@ impl TraceFile {
         &self.map
     }
 
+    /// Gives back the memory of the pages of `range` once read (see
+    /// [`GuardedMap::release`]).
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        self.map.release(range);
+    }
+
     /// Where the blocks are; `partial_bytes` counts a cut-off tail of an
     /// unfinished trace, which is not read.
     pub fn layout(&self) -> &BlockLayout {

@@ -118,9 +118,19 @@ pub fn stream_trace<S: TableSink + Send>(
     let file = TraceFile::open(path)?;
     let decode_error = |source| error::Error::Decode { path: path.to_path_buf(), source };
     progress::bytes(format!("decoding {}", path.display()), file.bytes().len() as u64);
-    let index = TraceIndex::build(file.bytes(), file.layout()).map_err(decode_error)?;
+    let release = |range| file.release(range);
+    let index =
+        TraceIndex::build_releasing(file.bytes(), file.layout(), &release).map_err(decode_error)?;
     let mut sink = make_sink(&index)?;
-    let data = stream::run(file.header().clone(), file.bytes(), file.layout(), index, &mut sink);
+    let data = stream::run_releasing(
+        file.header().clone(),
+        file.bytes(),
+        file.layout(),
+        index,
+        &mut sink,
+        stream::CHUNK_BLOCKS,
+        &release,
+    );
     // A file cut while it was read decodes as garbage: say that first.
     let grew = file.check_unchanged()?;
     let data = data.map_err(|e| match e {

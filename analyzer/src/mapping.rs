@@ -77,6 +77,31 @@ impl GuardedMap {
         Ok(GuardedMap { map, slot })
     }
 
+    /// Gives back the memory of the whole pages within `range` (byte
+    /// offsets into the map): they leave the process's resident set, and a
+    /// later read maps them again from the file (the page cache, usually).
+    /// The bytes read stay the same. Best effort: a failure changes nothing.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        let page = 4096;
+        let start = range.start.div_ceil(page) * page;
+        let end = (range.end.min(self.map.len()) / page) * page;
+        if start < end {
+            // SAFETY: `MADV_DONTNEED` on a read-only shared file mapping
+            // drops our page table entries only; the pages read the same
+            // bytes from the file when touched again, so no `&[u8]` into the
+            // map sees its bytes change (zero pages put over vanished ones
+            // by the SIGBUS handler read as zeros again). The range lies in
+            // the map.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// Whether part of the file vanished while it was mapped: some pages
     /// were read as zeros instead of the file's bytes.
     pub fn faulted(&self) -> bool {

@@ -6,6 +6,7 @@
 //! them again, chunk by chunk, so that memory never holds a whole trace.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use memscope_schema::reader::BlockLayout;
 use memscope_schema::{DecodeError, DecodeErrorKind, Totals};
@@ -112,6 +113,21 @@ impl TraceIndex {
     /// [`DecodeErrorKind::TooManyBytes`] at the first block where the
     /// sizes allocated so far add up to more than `i64::MAX` bytes.
     pub fn build(bytes: &[u8], layout: &BlockLayout) -> Result<TraceIndex, DecodeError> {
+        TraceIndex::build_releasing(bytes, layout, &|_| {})
+    }
+
+    /// [`TraceIndex::build`], calling `release` with the byte range of each
+    /// chunk of blocks once read, so that the caller can give its memory
+    /// back (see [`crate::mapping::GuardedMap::release`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`TraceIndex::build`].
+    pub fn build_releasing(
+        bytes: &[u8],
+        layout: &BlockLayout,
+        release: &(dyn Fn(Range<usize>) + Sync),
+    ) -> Result<TraceIndex, DecodeError> {
         let mut index = TraceIndex::default();
         let mut kept: Vec<Scanned> = Vec::new();
         let mut allocated_bytes = 0u64;
@@ -151,6 +167,7 @@ impl TraceIndex {
                     Err(_) => {}
                 }
             }
+            release(layout.block(start).start..layout.block(end - 1).end);
             // An error is final: blocks after it need not be read.
             if first_error.is_some() {
                 break;

@@ -16,6 +16,7 @@ use memscope_schema::{DecodeError, TimeScale};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::decode::{BlockEvents, kind};
@@ -78,6 +79,25 @@ pub fn run_chunked(
     sink: &mut (dyn TableSink + Send),
     chunk_blocks: usize,
 ) -> std::result::Result<TraceData, StreamError> {
+    run_releasing(header, bytes, layout, index, sink, chunk_blocks, &|_| {})
+}
+
+/// [`run_chunked`], calling `release` with the byte range of each block
+/// once decoded, so that the caller can give its memory back (see
+/// [`crate::mapping::GuardedMap::release`]).
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_releasing(
+    header: FileHeader,
+    bytes: &[u8],
+    layout: &BlockLayout,
+    index: TraceIndex,
+    sink: &mut (dyn TableSink + Send),
+    chunk_blocks: usize,
+    release: &(dyn Fn(Range<usize>) + Sync),
+) -> std::result::Result<TraceData, StreamError> {
     let scale = TimeScale::new(&header);
     crate::progress::stage(format!("symbolizing {} stacks", index.stacks.len()));
     let stacks = Stacks::symbolize(index.stacks, index.modules);
@@ -121,7 +141,8 @@ pub fn run_chunked(
             }
             Ok(())
         });
-        let merged = merge_chunks(&chunks, bytes, layout, stack_ids, scale, strings, &events_tx);
+        let reader = BlockReader { bytes, layout, stack_ids, release };
+        let merged = merge_chunks(&chunks, &reader, scale, strings, &events_tx);
         drop(events_tx);
         let paired = pairing.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let sunk = sinking.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -173,6 +194,17 @@ pub fn run_chunked(
     Ok(data)
 }
 
+/// Where the first stage reads blocks from.
+#[derive(Clone, Copy)]
+struct BlockReader<'a> {
+    bytes: &'a [u8],
+    layout: &'a BlockLayout,
+    /// Trace-wide stack id of each (thread id, thread's own stack id).
+    stack_ids: &'a FxHashMap<(u32, u32), u32>,
+    /// Called with each block's range once decoded.
+    release: &'a (dyn Fn(Range<usize>) + Sync),
+}
+
 /// What the decoding and merging stage found.
 struct Merged {
     merger: Merger,
@@ -185,13 +217,12 @@ struct Merged {
 /// the next stage stops.
 fn merge_chunks(
     chunks: &[&[BlockSummary]],
-    bytes: &[u8],
-    layout: &BlockLayout,
-    stack_ids: &FxHashMap<(u32, u32), u32>,
+    reader: &BlockReader<'_>,
     scale: TimeScale,
     strings: &HashMap<u32, String>,
     out: &SyncSender<(Events, bool)>,
 ) -> std::result::Result<Merged, DecodeError> {
+    let BlockReader { bytes, layout, stack_ids, release } = *reader;
     let mut merger = Merger::new(scale);
     let mut undefined_stack_refs = 0;
     let mut undefined_string_refs = 0;
@@ -201,7 +232,8 @@ fn merge_chunks(
             .map(|s| {
                 let range = layout.block(s.index);
                 let offset = range.start as u64;
-                let mut b = BlockEvents::decode(&bytes[range], offset)?.unwrap_or_default();
+                let mut b = BlockEvents::decode(&bytes[range.clone()], offset)?.unwrap_or_default();
+                release(range);
                 crate::progress::advance(layout.block_len);
                 // Trace-wide stack ids for the thread's own.
                 let mut undefined = 0;
