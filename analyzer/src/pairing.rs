@@ -94,16 +94,22 @@ pub struct EventRows {
 impl EventRows {
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.ts_ns.len()
+        self.alloc_id.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.ts_ns.is_empty()
+        self.alloc_id.is_empty()
     }
 
-    /// Appends `events[..n]`, with sizes and `alloc_id`s to be filled in.
-    fn extend(&mut self, events: &Events, n: usize) {
+    /// Appends `events[..n]`, with sizes and `alloc_id`s to be filled in;
+    /// with `skip`, only sizes and `alloc_id`s (as placeholders).
+    fn extend(&mut self, events: &Events, n: usize, skip: bool) {
+        if skip {
+            self.size.resize(self.size.len() + n, 0);
+            self.alloc_id.resize(self.alloc_id.len() + n, NONE_U64);
+            return;
+        }
         self.ts_ns.extend_from_slice(&events.ts_ns[..n]);
         self.thread_id.extend_from_slice(&events.thread_id[..n]);
         self.kind.extend_from_slice(&events.kind[..n]);
@@ -125,6 +131,9 @@ pub struct Rows {
     pub allocations: Vec<Allocation>,
     /// Anomalies, in event order.
     pub anomalies: Vec<Anomaly>,
+    /// Whether the rows of `events` are not wanted: `events` then holds
+    /// placeholders, to be thrown away.
+    pub skip_events: bool,
 }
 
 /// A live allocation: its row so far and the blocks before it in its
@@ -241,7 +250,7 @@ impl Pairer {
             out.events.first_event_id = self.next_event;
         }
         let row0 = out.events.len();
-        out.events.extend(events, n);
+        out.events.extend(events, n, out.skip_events);
         for i in 0..n {
             let id = self.next_event + i as u64;
             let r = row0 + i;

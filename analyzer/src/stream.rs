@@ -44,8 +44,11 @@ impl From<crate::error::Error> for StreamError {
     }
 }
 
-/// Blocks the second pass decodes at once.
-pub const CHUNK_BLOCKS: usize = crate::scan::CHUNK_BLOCKS;
+/// Blocks the second pass decodes at once: with blocks of 64 KiB, about
+/// 80 000 events. Each of the three stages holds a chunk and each of the
+/// two channels between them one more, so this sets the pass's working
+/// memory (about 30 MB).
+pub const CHUNK_BLOCKS: usize = 16;
 
 /// Runs the second pass over the trace `bytes` (laid out as `layout`,
 /// indexed by the first pass as `index`), handing every table's batches to
@@ -110,18 +113,19 @@ pub fn run_releasing(
     let stack_ids = &index.stack_ids;
     // Three stages on three threads, a chunk at a time: decoding and
     // merging (here), pairing, and building batches for the sink. Each
-    // hands its output to the next through a channel of two chunks, so
-    // that memory stays bounded and both cores work.
+    // hands its output to the next through a channel of one chunk, so that
+    // memory stays bounded and both cores work.
+    let skip_events = !sink.wants("events");
     let stage_sink = &mut *sink;
     let (merged, paired, sunk) = std::thread::scope(|scope| {
-        let (events_tx, events_rx) = sync_channel::<(Events, bool)>(2);
-        let (rows_tx, rows_rx) = sync_channel::<Rows>(2);
+        let (events_tx, events_rx) = sync_channel::<(Events, bool)>(1);
+        let (rows_tx, rows_rx) = sync_channel::<Rows>(1);
         let pairing = scope.spawn(move || {
             let mut pairer = Pairer::new();
             let mut events = Events::default();
             for (chunk, last) in events_rx {
                 events.append(chunk);
-                let mut rows = Rows::default();
+                let mut rows = Rows { skip_events, ..Rows::default() };
                 let n = pairer.pair(&events, last, &mut rows);
                 events.consume(n);
                 if last {
