@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::TraceData;
 use crate::output::PendingFile;
 use crate::query;
-use crate::tables::TableSink;
+use crate::tables::{TableSink, is_big};
 
 /// Rows per Parquet row group: large enough for fast scans, small enough
 /// for readers that split work by row group.
@@ -106,11 +106,15 @@ pub fn output_dir(dir: &Path, run: Option<&str>) -> Result<PathBuf> {
 }
 
 /// Writes every table to `dir/<table>.parquet` as its batches come, a row
-/// group at a time: memory holds at most one row group per table. Each
-/// file appears whole, when [`ParquetSink::finish`] has written every
-/// table; until then it is a temporary file beside it.
+/// group at a time: memory holds at most one row group per table. The
+/// files appear when [`ParquetSink::finish`] has written every table (each
+/// is a temporary file beside its output until then); dropped unfinished,
+/// the sink deletes its temporary files, and the directory when it made
+/// it.
 pub struct ParquetSink {
     dir: PathBuf,
+    /// The directory, when the sink made it.
+    made_dir: Option<PathBuf>,
     writers: Vec<TableWriter>,
 }
 
@@ -123,7 +127,8 @@ struct TableWriter {
 }
 
 impl ParquetSink {
-    /// Starts writing a dataset into `dir` (made if missing).
+    /// Starts writing a dataset of every table into `dir` (made if
+    /// missing).
     ///
     /// # Errors
     ///
@@ -131,13 +136,34 @@ impl ParquetSink {
     /// (checked for every table before anything is written);
     /// [`Error::Io`], [`Error::Engine`].
     pub fn create(dir: &Path, force: bool) -> Result<ParquetSink> {
+        ParquetSink::create_for(dir, force, None)
+    }
+
+    /// Like [`ParquetSink::create`], writing only those of the big tables
+    /// (`events`, `allocations`, `anomalies`) in `tables`, when given, and
+    /// every small one.
+    ///
+    /// # Errors
+    ///
+    /// As [`ParquetSink::create`].
+    pub fn create_for(
+        dir: &Path,
+        force: bool,
+        tables: Option<&[&'static str]>,
+    ) -> Result<ParquetSink> {
+        let made_dir = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut sink = ParquetSink { dir: dir.to_path_buf(), made_dir, writers: Vec::new() };
         let path = |t: &Table| dir.join(format!("{}.parquet", t.name));
-        if !force && let Some(p) = TABLES.iter().map(|t| path(t)).find(|p| p.exists()) {
+        let kept: Vec<&'static Table> = TABLES
+            .iter()
+            .copied()
+            .filter(|t| !is_big(t.name) || tables.is_none_or(|k| k.contains(&t.name)))
+            .collect();
+        if !force && let Some(p) = kept.iter().map(|t| path(t)).find(|p| p.exists()) {
             return Err(Error::OutputExists { path: p });
         }
-        let mut writers = Vec::new();
-        for table in TABLES {
+        for table in kept {
             let path = path(table);
             let mut pending = PendingFile::create(&path, force)?;
             let file = pending.file().try_clone().map_err(|e| Error::io(&path, e))?;
@@ -145,21 +171,21 @@ impl ParquetSink {
             let writer =
                 ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties(table)))
                     .map_err(|e| Error::engine(format!("writing {}", path.display()), e))?;
-            writers.push(TableWriter { table, pending, writer, rows: 0 });
+            sink.writers.push(TableWriter { table, pending, writer, rows: 0 });
         }
-        Ok(ParquetSink { dir: dir.to_path_buf(), writers })
+        Ok(sink)
     }
 
-    /// Finishes every file, with `data`'s header in its footer, and makes
-    /// them the outputs. Returns each file's path and row count.
+    /// Finishes every file, with `data`'s header in its footer, and then
+    /// makes them the outputs. Returns each file's path and row count.
     ///
     /// # Errors
     ///
     /// [`Error::Io`], [`Error::Engine`], [`Error::OutputExists`] when
     /// another process made an output meanwhile.
-    pub fn finish(self, data: &TraceData) -> Result<Vec<(PathBuf, u64)>> {
-        let mut done = Vec::new();
-        for mut w in self.writers {
+    pub fn finish(mut self, data: &TraceData) -> Result<Vec<(PathBuf, u64)>> {
+        let mut finished = Vec::new();
+        for mut w in std::mem::take(&mut self.writers) {
             let path = w.pending.path().to_path_buf();
             crate::progress::stage(format!("finishing {} ({} rows)", path.display(), w.rows));
             let failed = |e| Error::engine(format!("writing {}", path.display()), e);
@@ -169,9 +195,14 @@ impl ParquetSink {
             let buffered = w.writer.into_inner().map_err(failed)?;
             let file = buffered.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
-            w.pending.commit()?;
-            done.push((path, w.rows));
+            finished.push((w.pending, path, w.rows));
         }
+        let mut done = Vec::new();
+        for (pending, path, rows) in finished {
+            pending.commit()?;
+            done.push((path, rows));
+        }
+        self.made_dir = None;
         Ok(done)
     }
 
@@ -181,16 +212,29 @@ impl ParquetSink {
     }
 }
 
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        // Temporary files first (each deletes its own), then the directory
+        // when the sink made it and it is empty.
+        self.writers.clear();
+        if let Some(dir) = &self.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 impl TableSink for ParquetSink {
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
-        let w = self
-            .writers
-            .iter_mut()
-            .find(|w| w.table.name == table.name)
-            .expect("a writer for every table");
+        let Some(w) = self.writers.iter_mut().find(|w| w.table.name == table.name) else {
+            return Ok(());
+        };
         w.rows += batch.num_rows() as u64;
         w.writer
             .write(&batch)
             .map_err(|e| Error::engine(format!("writing {}", w.pending.path().display()), e))
+    }
+
+    fn wants(&self, table: &str) -> bool {
+        self.writers.iter().any(|w| w.table.name == table)
     }
 }

@@ -365,6 +365,24 @@ impl BlockEvents {
         self.stack.push(stack);
     }
 
+    /// Keeps the first `n` events (and their tags): what an earlier read of
+    /// a block still being written held.
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.len() {
+            return;
+        }
+        let tags = self.kind[..n].iter().filter(|&&k| k == kind::TAG).count();
+        self.tags.truncate(tags);
+        self.q.truncate(n);
+        self.kind.truncate(n);
+        self.address.truncate(n);
+        self.size.truncate(n);
+        self.align.truncate(n);
+        self.old_address.truncate(n);
+        self.zeroed.truncate(n);
+        self.stack.truncate(n);
+    }
+
     /// Drops the event columns (keeping strings, stacks, names and markers)
     /// and their memory.
     pub fn clear_events(&mut self) {

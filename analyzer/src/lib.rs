@@ -11,8 +11,9 @@ A trace goes through these stages, each with its entry point:
 2. [`scan::TraceIndex::build`] decodes every block in parallel (rayon), a
    chunk of blocks at a time, checks it, and keeps what is small: strings,
    call stacks, modules, thread facts, RSS samples, and where each block
-   stands in time. [`stacks`] symbolizes the call stacks.
-3. [`stream::run`] decodes the blocks again, a chunk at a time in time
+   stands in time.
+3. [`stream::run`] has [`stacks`] symbolize the call stacks, then decodes
+   the blocks again, a chunk at a time in time
    order; [`merge`] merges the threads' events into one time order and
    [`pairing`] pairs each allocation with the event that ended it (what it
    cannot pair becomes the `anomalies` table). The rows of the big tables
@@ -135,6 +136,12 @@ pub fn stream_trace<S: TableSink + Send>(
     let grew = file.check_unchanged()?;
     let data = data.map_err(|e| match e {
         stream::StreamError::Decode(source) => decode_error(source),
+        stream::StreamError::Changed(offset) => error::Error::Changed {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the block at byte offset {offset} changed between the analyzer's two reads; read it again once nothing writes to it"
+            ),
+        },
         stream::StreamError::Sink(e) => e,
     })?;
     let mut warnings = warnings(&data);
@@ -274,6 +281,9 @@ pub enum Source {
         dir: tempfile::TempDir,
         /// Warnings for stderr.
         warnings: Vec<String>,
+        /// Keeps `dir` where an interrupted run deletes it (dropped after
+        /// it).
+        _guard: output::Partial,
     },
     /// A directory of tables.
     Dataset(PathBuf),
@@ -284,7 +294,7 @@ pub enum Source {
 /// The sink of a trace read for queries: memory, or a temporary dataset.
 enum QuerySink {
     Memory(MemorySink),
-    Spill(convert::ParquetSink, tempfile::TempDir),
+    Spill(convert::ParquetSink, tempfile::TempDir, output::Partial),
 }
 
 impl TableSink for QuerySink {
@@ -295,14 +305,14 @@ impl TableSink for QuerySink {
     ) -> Result<()> {
         match self {
             QuerySink::Memory(s) => s.write(table, batch),
-            QuerySink::Spill(s, _) => s.write(table, batch),
+            QuerySink::Spill(s, ..) => s.write(table, batch),
         }
     }
 
     fn wants(&self, table: &str) -> bool {
         match self {
             QuerySink::Memory(s) => s.wants(table),
-            QuerySink::Spill(s, _) => s.wants(table),
+            QuerySink::Spill(s, ..) => s.wants(table),
         }
     }
 }
@@ -358,22 +368,23 @@ impl Input {
                     .prefix("memscope-")
                     .tempdir_in(&tmp)
                     .map_err(|e| error::Error::io(&tmp, e))?;
-                output::register_partial_dir(dir.path());
+                let guard = output::register_partial_dir(dir.path());
                 progress::stage(format!(
                     "{} events do not fit in --memory-limit {}: writing them to {}",
                     index.events,
                     report::units::bytes(limit.bytes as f64),
                     dir.path().display()
                 ));
-                Ok(QuerySink::Spill(convert::ParquetSink::create(dir.path(), false)?, dir))
+                let sink = convert::ParquetSink::create_for(dir.path(), false, tables)?;
+                Ok(QuerySink::Spill(sink, dir, guard))
             })?;
             match sink {
                 QuerySink::Memory(s) => {
                     Source::Trace(Box::new(Loaded { data, tables: s.finish(), warnings }))
                 }
-                QuerySink::Spill(s, dir) => {
+                QuerySink::Spill(s, dir, guard) => {
                     s.finish(&data)?;
-                    Source::Spilled { dir, warnings }
+                    Source::Spilled { dir, warnings, _guard: guard }
                 }
             }
         };

@@ -82,7 +82,11 @@ impl GuardedMap {
     /// later read maps them again from the file (the page cache, usually).
     /// The bytes read stay the same. Best effort: a failure changes nothing.
     pub fn release(&self, range: std::ops::Range<usize>) {
-        let page = 4096;
+        // SAFETY: sysconf only reads a system constant.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => return,
+        };
         let start = range.start.div_ceil(page) * page;
         let end = (range.end.min(self.map.len()) / page) * page;
         if start < end {

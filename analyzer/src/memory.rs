@@ -86,8 +86,9 @@ impl MemoryLimit {
     }
 
     /// Memory DataFusion's operators may take before they spill: two
-    /// fifths of the limit. The last fifth is for decoding, pairing and
-    /// the process itself.
+    /// fifths of the limit. The last fifth is left for what decoding and
+    /// pairing hold (the live allocations; not counted against the limit)
+    /// and the process itself.
     pub fn query_bytes(&self) -> u64 {
         self.bytes / 5 * 2
     }

@@ -309,8 +309,10 @@ impl PendingFile {
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// A temporary output registered in [`PARTIAL`] while it exists.
+/// A path on the list that [`remove_partial_outputs`] deletes, until
+/// dropped.
 #[derive(Debug)]
-struct Partial(PathBuf);
+pub struct Partial(PathBuf);
 
 impl Partial {
     fn register(path: &Path) -> Partial {
@@ -327,10 +329,10 @@ impl Drop for Partial {
 }
 
 /// Registers a temporary directory of the analyzer's own (a spilled trace),
-/// for [`remove_partial_outputs`] to delete with what it holds. It stays
-/// registered: once it is gone, deleting it again does nothing.
-pub fn register_partial_dir(dir: &Path) {
-    PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).push(dir.to_path_buf());
+/// for [`remove_partial_outputs`] to delete with what it holds, until the
+/// returned guard is dropped.
+pub fn register_partial_dir(dir: &Path) -> Partial {
+    Partial::register(dir)
 }
 
 /// Deletes the temporary files of outputs still being written, and the

@@ -22,7 +22,7 @@
 //! which wait for a tag), the last allocation freed at each address, and
 //! a window of [`REORDER_LOOKAHEAD`] events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 
@@ -178,12 +178,13 @@ impl Slot {
     }
 }
 
-/// How many freed addresses pairing remembers, to tell double
-/// deallocations from deallocations of unknown addresses. Past that, it
-/// forgets the older half: a deallocation of an address whose block was
-/// freed before those counts as an `unknown_deallocation`. Programs reuse
-/// addresses, so this is reached only by traces of very many distinct
-/// addresses; it bounds pairing's memory (about 20 bytes per address).
+/// How many of the latest deallocations pairing remembers the addresses
+/// of, to tell a double deallocation from one of an unknown address: a
+/// deallocation of an address whose block was freed before the last
+/// 262 144 deallocations (and not allocated since) counts as an
+/// `unknown_deallocation`. Programs reuse addresses, so few freed
+/// addresses stay unused that long; this bounds pairing's memory (about
+/// 40 bytes per address) and keeps its map in cache.
 pub const FREED_ADDRESSES: usize = 1 << 18;
 
 /// How an allocation ended.
@@ -206,8 +207,6 @@ pub struct Pairer {
     lives: Vec<Live>,
     free_lives: Vec<u32>,
     slots: FxHashMap<u64, Slot>,
-    /// How many of `slots` are freed (not live), about.
-    freed_slots: usize,
     /// Live blocks by address, kept once a tag has missed a block start
     /// (interior pointers): the live block with the highest start at or
     /// below an address is the only one that can contain it.
@@ -221,6 +220,11 @@ pub struct Pairer {
     pub per_thread: FxHashMap<u32, (u64, u64)>,
     /// Allocations made.
     pub allocations: u64,
+    /// Whether the trace holds tag events.
+    tags: bool,
+    /// Freed addresses in the order they were freed, with the `alloc_id`
+    /// freed, to forget the oldest (see [`FREED_ADDRESSES`]).
+    freed_order: VecDeque<(u64, u64)>,
 }
 
 /// How far apart in time two events of different threads may be recorded
@@ -234,9 +238,11 @@ pub const REORDER_WINDOW_NS: i64 = 2_000;
 pub const REORDER_LOOKAHEAD: usize = 256;
 
 impl Pairer {
-    /// A pairer at the start of a trace.
-    pub fn new() -> Pairer {
-        Pairer::default()
+    /// A pairer at the start of a trace; `tags`: whether the trace holds
+    /// tag events (without any, untagged reallocation chains need not wait
+    /// for a type).
+    pub fn new(tags: bool) -> Pairer {
+        Pairer { tags, ..Pairer::default() }
     }
 
     /// Pairs the events of `events` (in time order, continuing those of
@@ -311,13 +317,9 @@ impl Pairer {
                     if let Some(old) = old {
                         let before = self.end(old, events, i, Ending::Reallocated { to: id }, out);
                         let new = &mut self.lives[live as usize];
-                        match before {
-                            Inherit::Type(type_id, var_id) => {
-                                new.row.type_id = type_id;
-                                new.row.var_id = var_id;
-                            }
-                            Inherit::Untagged(rows) => new.untagged_before = rows,
-                        }
+                        new.row.type_id = before.type_id;
+                        new.row.var_id = before.var_id;
+                        new.untagged_before = before.waiting;
                     }
                     self.place(events, i, live, out);
                 }
@@ -413,7 +415,7 @@ impl Pairer {
             ordered.insert(address, live);
         }
         match self.slots.insert(address, Slot::live(live)) {
-            Some(s) if s.as_freed().is_some() => self.freed_slots -= 1,
+            Some(s) if s.as_freed().is_some() => {}
             Some(s) => self.overlap(events, i, s.as_live().expect("live or freed"), out),
             None => {}
         }
@@ -428,25 +430,25 @@ impl Pairer {
         if reused {
             self.slots.remove(&address);
         } else {
-            *slot = Slot::freed(self.lives[live as usize].row.alloc_id);
-            self.freed_slots += 1;
-            if self.freed_slots > FREED_ADDRESSES {
-                self.forget_older_freed();
+            let alloc_id = self.lives[live as usize].row.alloc_id;
+            *slot = Slot::freed(alloc_id);
+            self.freed_order.push_back((address, alloc_id));
+            if self.freed_order.len() > FREED_ADDRESSES {
+                self.forget_oldest_freed();
             }
         }
         self.unorder(address);
         Some(live)
     }
 
-    /// Forgets the older half of the freed addresses (see
-    /// [`FREED_ADDRESSES`]).
-    fn forget_older_freed(&mut self) {
-        let mut ids: Vec<u64> = self.slots.values().filter_map(|s| s.as_freed()).collect();
-        let half = ids.len() / 2;
-        let cutoff = *ids.select_nth_unstable(half).1;
-        drop(ids);
-        self.slots.retain(|_, s| s.as_freed().is_none_or(|id| id >= cutoff));
-        self.freed_slots = self.slots.values().filter(|s| s.as_freed().is_some()).count();
+    /// Forgets the address freed longest ago (see [`FREED_ADDRESSES`]),
+    /// unless a block was allocated there since.
+    fn forget_oldest_freed(&mut self) {
+        if let Some((address, alloc_id)) = self.freed_order.pop_front()
+            && self.slots.get(&address) == Some(&Slot::freed(alloc_id))
+        {
+            self.slots.remove(&address);
+        }
     }
 
     /// Forgets the live block at `address` in the ordered view.
@@ -515,37 +517,40 @@ impl Pairer {
 
     /// Hands the ended (or leaked) allocation `live` out, with the blocks
     /// of its chain that waited for its type, or keeps them waiting for
-    /// the next block of the chain; frees its slot.
+    /// the next block of the chain (only in a trace with tags: without
+    /// any, no block can get a type later); frees its slot.
     fn finalize(&mut self, live: u32, ending: Ending, out: &mut Rows) -> Inherit {
         let l = &mut self.lives[live as usize];
         let mut row = std::mem::take(&mut l.row);
         let mut waiting = std::mem::take(&mut l.untagged_before);
         self.free_lives.push(live);
+        let (type_id, var_id) = (row.type_id, row.var_id);
         if let Ending::Reallocated { to } = ending {
             row.realloc_to = to;
-            if row.type_id == 0 {
+            if type_id == 0 && self.tags {
                 waiting.push(row);
-                return Inherit::Untagged(waiting);
+                return Inherit { type_id, var_id, waiting };
             }
         }
-        for w in &mut waiting {
-            w.type_id = row.type_id;
-            w.var_id = row.var_id;
+        if type_id != 0 {
+            for w in &mut waiting {
+                w.type_id = type_id;
+                w.var_id = var_id;
+            }
         }
-        let inherit = Inherit::Type(row.type_id, row.var_id);
         out.allocations.extend(waiting);
         out.allocations.push(row);
-        inherit
+        Inherit { type_id, var_id, waiting: Vec::new() }
     }
 }
 
 /// What the next block of a reallocation chain takes from the block it
-/// continues.
-enum Inherit {
-    /// The type and variable string ids of the chain so far.
-    Type(u32, u32),
-    /// No type yet: these ended blocks wait for one.
-    Untagged(Vec<Allocation>),
+/// continues: its type and variable string ids (the type 0 when it has
+/// none), and the ended blocks of the chain that wait for a type.
+struct Inherit {
+    type_id: u32,
+    var_id: u32,
+    waiting: Vec<Allocation>,
 }
 
 /// The anomaly of `kind` at event `i` (`event_id` `id`).
@@ -570,8 +575,9 @@ pub struct Anomalies {
     /// Deallocations of addresses with no live allocation whose last block
     /// there was already deallocated: double frees.
     pub double_deallocations: u64,
-    /// Deallocations of addresses with no live allocation and no earlier
-    /// deallocated block (usually blocks allocated before recording began).
+    /// Deallocations of addresses with no live allocation and no block
+    /// deallocated there among the last [`FREED_ADDRESSES`] deallocations
+    /// (usually blocks allocated before recording began).
     pub unknown_deallocations: u64,
     /// Reallocations of addresses with no live allocation.
     pub unknown_reallocations: u64,
@@ -588,7 +594,8 @@ pub struct Anomalies {
 pub enum AnomalyKind {
     /// A deallocation of a block already deallocated.
     DoubleDeallocation,
-    /// A deallocation of an address never allocated in the trace.
+    /// A deallocation of an address not allocated in the trace, or whose
+    /// block was freed before the last [`FREED_ADDRESSES`] deallocations.
     UnknownDeallocation,
     /// A reallocation of an address with no live allocation.
     UnknownReallocation,

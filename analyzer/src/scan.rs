@@ -32,8 +32,6 @@ pub struct BlockSummary {
     /// made non-decreasing (see [`crate::model::TimeReversals`]): no event
     /// of this block or of a later block of its thread is earlier.
     pub first_q: u64,
-    /// Quantized time of its last event, likewise repaired.
-    pub last_q: u64,
     /// Number of events.
     pub events: u64,
 }
@@ -66,6 +64,8 @@ pub struct TraceIndex {
     pub events: u64,
     /// Allocations and reallocations among them (rows of `allocations`).
     pub allocations: u64,
+    /// Tags among them.
+    pub tags: u64,
     /// The latest quantized time of any event, exit or end marker (0 when
     /// there is none).
     pub last_q: u64,
@@ -99,6 +99,7 @@ struct Scanned {
     max_q: u64,
     events: u64,
     allocations: u64,
+    tags: u64,
     allocated_bytes: u64,
     block: BlockEvents,
 }
@@ -224,11 +225,11 @@ impl TraceIndex {
                 thread_id: s.thread_id,
                 seq: s.seq,
                 first_q,
-                last_q: carry.max(first_q),
                 events: s.events,
             });
             self.events += s.events;
             self.allocations += s.allocations;
+            self.tags += s.tags;
             self.skipped_records += b.skipped;
             self.strings.extend(b.strings);
             self.rss.extend(b.rss);
@@ -264,6 +265,7 @@ impl Scanned {
                 .iter()
                 .filter(|&&k| k == kind::ALLOCATION || k == kind::REALLOCATION)
                 .count() as u64,
+            tags: b.tags.len() as u64,
             allocated_bytes: b.allocated_bytes(),
             block: BlockEvents::default(),
         };

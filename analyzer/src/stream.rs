@@ -3,10 +3,14 @@
 //! them, and hands the rows of the big tables to a [`TableSink`] in
 //! batches as they become final.
 //!
-//! Memory holds the [`TraceIndex`] of the first pass, one chunk of decoded
-//! blocks, the live allocations and what pairing keeps per address (see
-//! [`crate::pairing`]), and the batches not yet handed on: never the whole
-//! trace.
+//! Memory holds the [`TraceIndex`] of the first pass, a few chunks of
+//! decoded blocks and events, the live allocations and what pairing keeps
+//! per address (see [`crate::pairing`]), and the batches not yet handed
+//! on: never the whole trace. One case holds more: the merge emits only
+//! events earlier than the next chunk's first time, so blocks whose
+//! (repaired) times do not advance, such as those of a thread whose clock
+//! jumped back once and stayed behind, wait in the merge until time moves
+//! past them.
 
 use datafusion::arrow::record_batch::RecordBatch;
 use memscope_schema::format::FileHeader;
@@ -31,9 +35,11 @@ use crate::tables::{BATCH_ROWS, Batcher, TableSink, small_tables};
 /// Why the second pass stopped.
 #[derive(Debug)]
 pub enum StreamError {
-    /// A block no longer decodes as it did in the first pass (the file
-    /// changed in between).
+    /// A block no longer decodes (the file changed after the first pass).
     Decode(DecodeError),
+    /// The block at this byte offset belongs to another thread or place
+    /// than in the first pass (the file changed in between).
+    Changed(u64),
     /// The sink failed, or a batch could not be built.
     Sink(crate::error::Error),
 }
@@ -46,8 +52,8 @@ impl From<crate::error::Error> for StreamError {
 
 /// Blocks the second pass decodes at once: with blocks of 64 KiB, about
 /// 80 000 events. Each of the three stages holds a chunk and each of the
-/// two channels between them one more, so this sets the pass's working
-/// memory (about 30 MB).
+/// two channels between them one more, so this sets most of the pass's
+/// working memory (some tens of megabytes).
 pub const CHUNK_BLOCKS: usize = 16;
 
 /// Runs the second pass over the trace `bytes` (laid out as `layout`,
@@ -116,12 +122,13 @@ pub fn run_releasing(
     // hands its output to the next through a channel of one chunk, so that
     // memory stays bounded and both cores work.
     let skip_events = !sink.wants("events");
+    let tags = index.tags > 0;
     let stage_sink = &mut *sink;
     let (merged, paired, sunk) = std::thread::scope(|scope| {
         let (events_tx, events_rx) = sync_channel::<(Events, bool)>(1);
         let (rows_tx, rows_rx) = sync_channel::<Rows>(1);
         let pairing = scope.spawn(move || {
-            let mut pairer = Pairer::new();
+            let mut pairer = Pairer::new(tags);
             let mut events = Events::default();
             for (chunk, last) in events_rx {
                 events.append(chunk);
@@ -155,7 +162,10 @@ pub fn run_releasing(
     // The sink's failure first: it stops the stages before it.
     sunk?;
     let Merged { merger, undefined_stack_refs, undefined_string_refs } =
-        merged.map_err(StreamError::Decode)?;
+        merged.map_err(|e| match e {
+            Reread::Decode(e) => StreamError::Decode(e),
+            Reread::Changed(offset) => StreamError::Changed(offset),
+        })?;
     let pairer = paired;
 
     let threads = index
@@ -209,6 +219,12 @@ struct BlockReader<'a> {
     release: &'a (dyn Fn(Range<usize>) + Sync),
 }
 
+/// Why a block could not be read again.
+enum Reread {
+    Decode(DecodeError),
+    Changed(u64),
+}
+
 /// What the decoding and merging stage found.
 struct Merged {
     merger: Merger,
@@ -225,19 +241,27 @@ fn merge_chunks(
     scale: TimeScale,
     strings: &HashMap<u32, String>,
     out: &SyncSender<(Events, bool)>,
-) -> std::result::Result<Merged, DecodeError> {
+) -> std::result::Result<Merged, Reread> {
     let BlockReader { bytes, layout, stack_ids, release } = *reader;
     let mut merger = Merger::new(scale);
     let mut undefined_stack_refs = 0;
     let mut undefined_string_refs = 0;
     for (c, chunk) in chunks.iter().enumerate() {
-        let decoded: Vec<std::result::Result<(BlockEvents, u64), DecodeError>> = chunk
+        let decoded: Vec<std::result::Result<(BlockEvents, u64), Reread>> = chunk
             .par_iter()
             .map(|s| {
                 let range = layout.block(s.index);
                 let offset = range.start as u64;
-                let mut b = BlockEvents::decode(&bytes[range.clone()], offset)?.unwrap_or_default();
+                let decoded = BlockEvents::decode(&bytes[range.clone()], offset);
                 release(range);
+                // The first pass read this block; a recorder still writing
+                // may have added events since, which that pass did not
+                // count (nor their stacks and strings): leave them out.
+                let mut b = match decoded.map_err(Reread::Decode)? {
+                    Some(b) if (b.thread_id, b.seq) == (s.thread_id, s.seq) => b,
+                    _ => return Err(Reread::Changed(offset)),
+                };
+                b.truncate(s.events as usize);
                 crate::progress::advance(layout.block_len);
                 // Trace-wide stack ids for the thread's own.
                 let mut undefined = 0;
@@ -312,13 +336,14 @@ fn flush(
         );
         put("events", batcher.events(events)?)?;
     }
-    if !rows.allocations.is_empty() {
-        put("allocations", batcher.allocations(&rows.allocations)?)?;
-        rows.allocations.clear();
+    // A batch at a time: the leaked allocations come all at once.
+    for part in rows.allocations.chunks(BATCH_ROWS) {
+        put("allocations", batcher.allocations(part)?)?;
     }
-    if !rows.anomalies.is_empty() {
-        put("anomalies", batcher.anomalies(&rows.anomalies)?)?;
-        rows.anomalies.clear();
+    rows.allocations.clear();
+    for part in rows.anomalies.chunks(BATCH_ROWS) {
+        put("anomalies", batcher.anomalies(part)?)?;
     }
+    rows.anomalies.clear();
     Ok(())
 }

@@ -112,9 +112,14 @@ impl TableSink for MemorySink {
     }
 
     fn wants(&self, table: &str) -> bool {
-        let big = matches!(table, "events" | "allocations" | "anomalies");
-        !big || self.only.as_ref().is_none_or(|only| only.contains(&table))
+        !is_big(table) || self.only.as_ref().is_none_or(|only| only.contains(&table))
     }
+}
+
+/// Whether `table` is one of the big tables, whose rows pairing hands out
+/// (`events`, `allocations`, `anomalies`); the others are small.
+pub fn is_big(table: &str) -> bool {
+    matches!(table, "events" | "allocations" | "anomalies")
 }
 
 /// Builds `table`'s batch from its columns.

@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("pair", |b| {
         b.iter(|| {
             let mut rows = Rows::default();
-            let mut pairer = Pairer::new();
+            let mut pairer = Pairer::new(true);
             pairer.pair(&merged, true, &mut rows);
             pairer.finish(&mut rows);
             rows
