@@ -60,18 +60,13 @@ impl MemoryLimit {
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
         let number: f64 = number.parse().map_err(|_| bad())?;
-        let factor: f64 = match unit.trim() {
-            "" | "B" => 1.0,
-            "KB" | "kB" => 1e3,
-            "MB" => 1e6,
-            "GB" => 1e9,
-            "TB" => 1e12,
-            "KiB" => 1024.0,
-            "MiB" => 1024.0 * 1024.0,
-            "GiB" => 1024.0 * 1024.0 * 1024.0,
-            "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            _ => return Err(bad()),
-        };
+        // The byte units of budgets (`64MiB`), not their times or `%`.
+        let factor = match unit.trim() {
+            "" => Some(1.0),
+            "ns" | "us" | "ms" | "s" | "%" => None,
+            unit => crate::report::budget::unit_factor(unit),
+        }
+        .ok_or_else(bad)?;
         let bytes = number * factor;
         if !bytes.is_finite() || bytes < MemoryLimit::MIN as f64 || bytes > u64::MAX as f64 {
             return Err(bad());

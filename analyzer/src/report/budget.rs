@@ -630,7 +630,7 @@ fn lex(text: &str) -> Result<Vec<(Token, usize)>> {
 }
 
 /// The factor of a unit suffix.
-fn unit_factor(unit: &str) -> Option<f64> {
+pub(crate) fn unit_factor(unit: &str) -> Option<f64> {
     Some(match unit {
         "B" | "b" | "ns" => 1.0,
         "KB" | "kB" => 1e3,
