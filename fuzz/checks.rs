@@ -73,7 +73,8 @@ fn tables(header: &FileHeader, bytes: &[u8], layout: &BlockLayout, chunk: usize)
     let index =
         TraceIndex::build(bytes, layout).expect("the first pass decodes what decode_blocks does");
     let mut sink = MemorySink::new();
-    let data = match stream::run_chunked(header.clone(), bytes, layout, index, &mut sink, chunk) {
+    let options = stream::Options { chunk_blocks: chunk, ..stream::Options::default() };
+    let data = match stream::run(header.clone(), bytes, layout, index, &mut sink, options) {
         Ok(data) => data,
         Err(e) => panic!("a decoded trace must give tables: {e:?}"),
     };

@@ -123,15 +123,9 @@ pub fn stream_trace<S: TableSink + Send>(
     let index =
         TraceIndex::build_releasing(file.bytes(), file.layout(), &release).map_err(decode_error)?;
     let mut sink = make_sink(&index)?;
-    let data = stream::run_releasing(
-        file.header().clone(),
-        file.bytes(),
-        file.layout(),
-        index,
-        &mut sink,
-        stream::CHUNK_BLOCKS,
-        &release,
-    );
+    let options = stream::Options { release: &release, ..stream::Options::default() };
+    let data =
+        stream::run(file.header().clone(), file.bytes(), file.layout(), index, &mut sink, options);
     // A file cut while it was read decodes as garbage: say that first.
     let grew = file.check_unchanged()?;
     let data = data.map_err(|e| match e {

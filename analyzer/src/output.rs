@@ -308,7 +308,6 @@ impl PendingFile {
 /// Temporary files being written, for [`remove_partial_outputs`].
 static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// A temporary output registered in [`PARTIAL`] while it exists.
 /// A path on the list that [`remove_partial_outputs`] deletes, until
 /// dropped.
 #[derive(Debug)]

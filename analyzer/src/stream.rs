@@ -56,6 +56,31 @@ impl From<crate::error::Error> for StreamError {
 /// working memory (some tens of megabytes).
 pub const CHUNK_BLOCKS: usize = 16;
 
+/// How the second pass reads: [`Options::default`] decodes
+/// [`CHUNK_BLOCKS`] blocks at once and gives nothing back.
+#[derive(Clone, Copy)]
+pub struct Options<'a> {
+    /// Blocks decoded at once (at least one): the tables are the same
+    /// whatever that number; memory grows with it.
+    pub chunk_blocks: usize,
+    /// Called with the byte range of each block once decoded, so that the
+    /// caller can give its memory back (see
+    /// [`crate::mapping::GuardedMap::release`]).
+    pub release: &'a (dyn Fn(Range<usize>) + Sync),
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { chunk_blocks: CHUNK_BLOCKS, release: &|_| {} }
+    }
+}
+
+impl std::fmt::Debug for Options<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options").field("chunk_blocks", &self.chunk_blocks).finish_non_exhaustive()
+    }
+}
+
 /// Runs the second pass over the trace `bytes` (laid out as `layout`,
 /// indexed by the first pass as `index`), handing every table's batches to
 /// `sink`, and returns what the trace is apart from those tables.
@@ -63,50 +88,17 @@ pub const CHUNK_BLOCKS: usize = 16;
 /// # Errors
 ///
 /// [`StreamError::Decode`] when a block no longer decodes,
-/// [`StreamError::Sink`] when the sink fails.
+/// [`StreamError::Changed`] when a block belongs elsewhere than in the
+/// first pass, [`StreamError::Sink`] when the sink fails.
 pub fn run(
     header: FileHeader,
     bytes: &[u8],
     layout: &BlockLayout,
     index: TraceIndex,
     sink: &mut (dyn TableSink + Send),
+    options: Options<'_>,
 ) -> std::result::Result<TraceData, StreamError> {
-    run_chunked(header, bytes, layout, index, sink, CHUNK_BLOCKS)
-}
-
-/// [`run`], decoding `chunk_blocks` blocks at once (at least one): the
-/// tables are the same whatever that number; memory grows with it.
-///
-/// # Errors
-///
-/// As [`run`].
-pub fn run_chunked(
-    header: FileHeader,
-    bytes: &[u8],
-    layout: &BlockLayout,
-    index: TraceIndex,
-    sink: &mut (dyn TableSink + Send),
-    chunk_blocks: usize,
-) -> std::result::Result<TraceData, StreamError> {
-    run_releasing(header, bytes, layout, index, sink, chunk_blocks, &|_| {})
-}
-
-/// [`run_chunked`], calling `release` with the byte range of each block
-/// once decoded, so that the caller can give its memory back (see
-/// [`crate::mapping::GuardedMap::release`]).
-///
-/// # Errors
-///
-/// As [`run`].
-pub fn run_releasing(
-    header: FileHeader,
-    bytes: &[u8],
-    layout: &BlockLayout,
-    index: TraceIndex,
-    sink: &mut (dyn TableSink + Send),
-    chunk_blocks: usize,
-    release: &(dyn Fn(Range<usize>) + Sync),
-) -> std::result::Result<TraceData, StreamError> {
+    let Options { chunk_blocks, release } = options;
     let scale = TimeScale::new(&header);
     crate::progress::stage(format!("symbolizing {} stacks", index.stacks.len()));
     let stacks = Stacks::symbolize(index.stacks, index.modules);

@@ -509,7 +509,8 @@ proptest! {
         let tables = |chunk: usize| {
             let index = TraceIndex::build(&bytes, &layout).unwrap();
             let mut sink = MemorySink::new();
-            let data = stream::run_chunked(header.clone(), &bytes, &layout, index, &mut sink, chunk).unwrap();
+            let options = stream::Options { chunk_blocks: chunk, ..stream::Options::default() };
+            let data = stream::run(header.clone(), &bytes, &layout, index, &mut sink, options).unwrap();
             let tables: Vec<_> = sink
                 .finish()
                 .into_iter()
@@ -545,7 +546,7 @@ fn events_written_between_the_two_passes_are_left_out() {
     let index = TraceIndex::build(&before, &layout).unwrap();
     assert_eq!(index.events, 10);
     let mut sink = MemorySink::new();
-    let data = stream::run(header, &after, &layout, index, &mut sink).unwrap();
+    let data = stream::run(header, &after, &layout, index, &mut sink, Default::default()).unwrap();
     let tables = sink.finish();
     let rows = |name: &str| tables.iter().find(|t| t.table.name == name).unwrap().num_rows();
     assert_eq!((data.event_count, rows("events"), rows("allocations")), (10, 10, 10));
