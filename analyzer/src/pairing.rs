@@ -22,12 +22,20 @@
 //! which wait for a tag), the last allocation freed at each address, and
 //! a window of [`REORDER_LOOKAHEAD`] events.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use address_map::AddressMap;
+
 use crate::decode::kind;
 use crate::merge::Events;
+
+mod address_map;
+mod freed;
+
+pub use freed::FREED_ADDRESSES;
+use freed::FreedAddresses;
 
 /// Marks "no value" in the sentinel-coded `u64` columns below.
 pub const NONE_U64: u64 = u64::MAX;
@@ -136,56 +144,54 @@ pub struct Rows {
     pub skip_events: bool,
 }
 
-/// A live allocation: its row so far and the blocks before it in its
-/// reallocation chain that wait for a tag.
-#[derive(Debug)]
+/// A live allocation: what its row needs besides its address and end, in
+/// one cache line (pairing reads one, at random, per deallocation).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
 struct Live {
-    row: Allocation,
-    /// Ended, untagged blocks of the chain before this one: they take the
-    /// type of the first tagged block after them.
-    untagged_before: Vec<Allocation>,
+    alloc_id: u64,
+    size: u64,
+    align: u64,
+    alloc_ts_ns: i64,
+    realloc_from: u64,
+    alloc_thread_id: u32,
+    type_id: u32,
+    var_id: u32,
+    stack_id: u32,
+    /// 1 + the index in [`Pairer::waiting`] of the ended, untagged blocks
+    /// of its reallocation chain before it, which take the type of the
+    /// first tagged block after them; 0 when none wait.
+    waiting: u32,
+    zeroed: bool,
 }
 
-/// What pairing knows of an address, in 8 bytes (the map holds one per
-/// address ever used, up to [`FREED_ADDRESSES`] of them freed): a live
-/// allocation (the index of its [`Live`]), or the `alloc_id` of the last
-/// allocation deallocated there when no block is live there since, which
-/// tells a double deallocation from one of an unknown address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Slot(u64);
-
-/// The bit that marks a [`Slot`] live; `alloc_id`s (event indices) never
-/// reach it.
-const LIVE: u64 = 1 << 63;
-
-impl Slot {
-    fn live(live: u32) -> Slot {
-        Slot(LIVE | u64::from(live))
-    }
-
-    fn freed(alloc_id: u64) -> Slot {
-        Slot(alloc_id & !LIVE)
-    }
-
-    /// The index of the live allocation, if live.
-    fn as_live(self) -> Option<u32> {
-        (self.0 & LIVE != 0).then_some(self.0 as u32)
-    }
-
-    /// The `alloc_id` last deallocated there, if not live.
-    fn as_freed(self) -> Option<u64> {
-        (self.0 & LIVE == 0).then_some(self.0)
+impl Live {
+    /// Its row, with the address it started at and its end (time and
+    /// thread; `None` when leaked).
+    fn row(&self, address: u64, end: Option<(i64, u32)>) -> Allocation {
+        Allocation {
+            alloc_id: self.alloc_id,
+            address,
+            size: self.size,
+            align: self.align,
+            alloc_ts_ns: self.alloc_ts_ns,
+            end,
+            alloc_thread_id: self.alloc_thread_id,
+            type_id: self.type_id,
+            var_id: self.var_id,
+            realloc_from: self.realloc_from,
+            realloc_to: NONE_U64,
+            zeroed: self.zeroed,
+            stack_id: self.stack_id,
+        }
     }
 }
 
-/// How many of the latest deallocations pairing remembers the addresses
-/// of, to tell a double deallocation from one of an unknown address: a
-/// deallocation of an address whose block was freed before the last
-/// 262 144 deallocations (and not allocated since) counts as an
-/// `unknown_deallocation`. Programs reuse addresses, so few freed
-/// addresses stay unused that long; this bounds pairing's memory (about
-/// 40 bytes per address) and keeps its map in cache.
-pub const FREED_ADDRESSES: usize = 1 << 18;
+/// How many events ahead pairing asks the CPU to fetch the map entries of
+/// an event's addresses; half as far ahead, the [`Live`] of the block a
+/// deallocation ends. Far enough for the fetch from memory to finish
+/// before the event comes, near enough that the lines stay in cache.
+const PREFETCH_AHEAD: usize = 16;
 
 /// How an allocation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,14 +212,21 @@ pub struct Pairer {
     next_event: u64,
     lives: Vec<Live>,
     free_lives: Vec<u32>,
-    slots: FxHashMap<u64, Slot>,
+    /// Ended untagged blocks of reallocation chains, waiting for a type
+    /// (see [`Live::waiting`]); empty vectors are free.
+    waiting: Vec<Vec<Allocation>>,
+    free_waiting: Vec<u32>,
+    /// The index of the [`Live`] at each address where a block is live.
+    slots: AddressMap,
+    /// The latest deallocations' addresses.
+    freed: FreedAddresses,
     /// Live blocks by address, kept once a tag has missed a block start
     /// (interior pointers): the live block with the highest start at or
     /// below an address is the only one that can contain it.
     ordered: Option<BTreeMap<u64, u32>>,
     /// Deallocations (or reallocations) seen early, by event id, with the
-    /// live allocation they end (see [`Pairer::overlap`]).
-    late_ends: FxHashMap<u64, u32>,
+    /// live allocation they end and its address (see [`Pairer::overlap`]).
+    late_ends: FxHashMap<u64, (u32, u64)>,
     /// What did not match, counted.
     pub anomalies: Anomalies,
     /// Allocations and bytes allocated per thread id.
@@ -222,9 +235,6 @@ pub struct Pairer {
     pub allocations: u64,
     /// Whether the trace holds tag events.
     tags: bool,
-    /// Freed addresses in the order they were freed, with the `alloc_id`
-    /// freed, to forget the oldest (see [`FREED_ADDRESSES`]).
-    freed_order: VecDeque<(u64, u64)>,
 }
 
 /// How far apart in time two events of different threads may be recorded
@@ -258,6 +268,7 @@ impl Pairer {
         let row0 = out.events.len();
         out.events.extend(events, n, out.skip_events);
         for i in 0..n {
+            self.prefetch(events, i);
             let id = self.next_event + i as u64;
             let r = row0 + i;
             match events.kind[i] {
@@ -268,21 +279,20 @@ impl Pairer {
                 }
                 kind::DEALLOCATION => {
                     let address = events.address[i];
-                    let ended = match self.late_ends.remove(&id) {
+                    let ended = match self.late_end(id) {
                         Some(live) => Some(live),
                         None => self.free_at(address, false),
                     };
                     match ended {
                         Some(live) => {
-                            let row = &self.lives[live as usize].row;
-                            out.events.alloc_id[r] = row.alloc_id;
-                            out.events.size[r] = row.size;
-                            self.end(live, events, i, Ending::Freed, out);
+                            let l = &self.lives[live as usize];
+                            out.events.alloc_id[r] = l.alloc_id;
+                            out.events.size[r] = l.size;
+                            self.end(live, address, events, i, Ending::Freed, out);
                         }
                         None => {
                             out.events.size[r] = NONE_U64;
-                            let before = self.slots.get(&address).and_then(|s| s.as_freed());
-                            let (kind, alloc_id) = match before {
+                            let (kind, alloc_id) = match self.freed.last(address) {
                                 Some(before) => {
                                     self.anomalies.double_deallocations += 1;
                                     (AnomalyKind::DoubleDeallocation, before)
@@ -298,13 +308,13 @@ impl Pairer {
                 }
                 kind::REALLOCATION => {
                     let (old_address, address) = (events.old_address[i], events.address[i]);
-                    let old = match self.late_ends.remove(&id) {
+                    let old = match self.late_end(id) {
                         Some(live) => Some(live),
                         // In place, the new block takes the slot below.
                         None => self.free_at(old_address, old_address == address),
                     };
                     let from = match old {
-                        Some(o) => self.lives[o as usize].row.alloc_id,
+                        Some(o) => self.lives[o as usize].alloc_id,
                         None => {
                             self.anomalies.unknown_reallocations += 1;
                             let a = AnomalyKind::UnknownReallocation;
@@ -315,27 +325,29 @@ impl Pairer {
                     let live = self.start(events, i, from);
                     out.events.alloc_id[r] = id;
                     if let Some(old) = old {
-                        let before = self.end(old, events, i, Ending::Reallocated { to: id }, out);
+                        let ending = Ending::Reallocated { to: id };
+                        let before = self.end(old, old_address, events, i, ending, out);
+                        let waiting = self.keep_waiting(before.waiting);
                         let new = &mut self.lives[live as usize];
-                        new.row.type_id = before.type_id;
-                        new.row.var_id = before.var_id;
-                        new.untagged_before = before.waiting;
+                        new.type_id = before.type_id;
+                        new.var_id = before.var_id;
+                        new.waiting = waiting;
                     }
                     self.place(events, i, live, out);
                 }
                 _ => {
                     let address = events.address[i];
                     let (type_id, var_id) = events.tag[i];
-                    let live = match self.slots.get(&address).and_then(|s| s.as_live()) {
+                    let live = match self.slots.get(address).map(|l| l as u32) {
                         Some(live) => Some(live),
                         None => self.containing(address),
                     };
                     match live {
                         Some(live) => {
                             let l = &mut self.lives[live as usize];
-                            l.row.type_id = type_id;
-                            l.row.var_id = var_id;
-                            out.events.alloc_id[r] = l.row.alloc_id;
+                            l.type_id = type_id;
+                            l.var_id = var_id;
+                            out.events.alloc_id[r] = l.alloc_id;
                         }
                         None => {
                             self.anomalies.unmatched_tags += 1;
@@ -353,20 +365,60 @@ impl Pairer {
     /// Ends the trace: every allocation still live is leaked, and its row
     /// goes to `out` (in the order they started).
     pub fn finish(&mut self, out: &mut Rows) {
-        let mut live: Vec<u32> = self
+        let mut live: Vec<(u32, u64)> = self
             .slots
-            .values()
-            .filter_map(|s| s.as_live())
+            .iter()
+            .map(|(address, l)| (l as u32, address))
             .chain(self.late_ends.values().copied())
             .collect();
-        live.sort_unstable_by_key(|&l| self.lives[l as usize].row.alloc_id);
-        live.dedup();
-        for l in live {
-            self.finalize(l, Ending::Leaked, out);
+        live.sort_unstable_by_key(|&(l, _)| (self.lives[l as usize].alloc_id, l));
+        live.dedup_by_key(|&mut (l, _)| l);
+        for (l, address) in live {
+            self.finalize(l, address, None, Ending::Leaked, out);
         }
         self.slots.clear();
         self.late_ends.clear();
         self.ordered = None;
+    }
+
+    /// Asks the CPU to fetch what the events ahead of event `i` will look
+    /// up (see [`PREFETCH_AHEAD`]).
+    #[inline]
+    fn prefetch(&self, events: &Events, i: usize) {
+        let far = i + PREFETCH_AHEAD;
+        if far < events.len() {
+            self.slots.prefetch(events.address[far]);
+            match events.kind[far] {
+                kind::DEALLOCATION => self.freed.prefetch(events.address[far]),
+                kind::REALLOCATION => {
+                    self.slots.prefetch(events.old_address[far]);
+                    self.freed.prefetch(events.old_address[far]);
+                }
+                _ => {}
+            }
+        }
+        let near = i + PREFETCH_AHEAD / 2;
+        if near < events.len() {
+            let address = match events.kind[near] {
+                kind::DEALLOCATION => events.address[near],
+                kind::REALLOCATION => events.old_address[near],
+                _ => return,
+            };
+            if let Some(live) = self.slots.get(address).map(|l| l as u32) {
+                let line: *const Live = &self.lives[live as usize];
+                address_map::prefetch(line.cast());
+            }
+        }
+    }
+
+    /// The live allocation that event `id` ends because it came late (see
+    /// [`Pairer::overlap`]), if any.
+    #[inline]
+    fn late_end(&mut self, id: u64) -> Option<u32> {
+        if self.late_ends.is_empty() {
+            return None;
+        }
+        self.late_ends.remove(&id).map(|(live, _)| live)
     }
 
     /// Starts an allocation at event `i`.
@@ -378,22 +430,17 @@ impl Pairer {
         t.1 = t.1.saturating_add(size);
         self.allocations += 1;
         let live = Live {
-            row: Allocation {
-                alloc_id: self.next_event + i as u64,
-                address: events.address[i],
-                size,
-                align: events.align[i],
-                alloc_ts_ns: events.ts_ns[i],
-                end: None,
-                alloc_thread_id: thread_id,
-                type_id: 0,
-                var_id: 0,
-                realloc_from,
-                realloc_to: NONE_U64,
-                zeroed: events.zeroed[i],
-                stack_id: events.stack_id[i],
-            },
-            untagged_before: Vec::new(),
+            alloc_id: self.next_event + i as u64,
+            size,
+            align: events.align[i],
+            alloc_ts_ns: events.ts_ns[i],
+            realloc_from,
+            alloc_thread_id: thread_id,
+            type_id: 0,
+            var_id: 0,
+            stack_id: events.stack_id[i],
+            waiting: 0,
+            zeroed: events.zeroed[i],
         };
         match self.free_lives.pop() {
             Some(l) => {
@@ -414,41 +461,21 @@ impl Pairer {
         if let Some(ordered) = &mut self.ordered {
             ordered.insert(address, live);
         }
-        match self.slots.insert(address, Slot::live(live)) {
-            Some(s) if s.as_freed().is_some() => {}
-            Some(s) => self.overlap(events, i, s.as_live().expect("live or freed"), out),
-            None => {}
+        if let Some(prev) = self.slots.insert(address, u64::from(live)) {
+            self.overlap(events, i, prev as u32, out);
         }
     }
 
     /// Ends the block live at `address`, if any, and returns it: the
-    /// address remembers it as freed, or is forgotten when `reused` (a
-    /// block starts there next).
+    /// address is recorded as freed, unless `reused` (a block starts there
+    /// next).
     fn free_at(&mut self, address: u64, reused: bool) -> Option<u32> {
-        let slot = self.slots.get_mut(&address)?;
-        let live = slot.as_live()?;
-        if reused {
-            self.slots.remove(&address);
-        } else {
-            let alloc_id = self.lives[live as usize].row.alloc_id;
-            *slot = Slot::freed(alloc_id);
-            self.freed_order.push_back((address, alloc_id));
-            if self.freed_order.len() > FREED_ADDRESSES {
-                self.forget_oldest_freed();
-            }
+        let live = self.slots.remove(address)? as u32;
+        if !reused {
+            self.freed.record(address, self.lives[live as usize].alloc_id);
         }
         self.unorder(address);
         Some(live)
-    }
-
-    /// Forgets the address freed longest ago (see [`FREED_ADDRESSES`]),
-    /// unless a block was allocated there since.
-    fn forget_oldest_freed(&mut self) {
-        if let Some((address, alloc_id)) = self.freed_order.pop_front()
-            && self.slots.get(&address) == Some(&Slot::freed(alloc_id))
-        {
-            self.slots.remove(&address);
-        }
     }
 
     /// Forgets the live block at `address` in the ordered view.
@@ -460,11 +487,11 @@ impl Pairer {
 
     /// The live block that contains `address` (not at its start).
     fn containing(&mut self, address: u64) -> Option<u32> {
-        let ordered = self.ordered.get_or_insert_with(|| {
-            self.slots.iter().filter_map(|(&a, s)| s.as_live().map(|l| (a, l))).collect()
-        });
+        let ordered = self
+            .ordered
+            .get_or_insert_with(|| self.slots.iter().map(|(a, l)| (a, l as u32)).collect());
         let (&start, &live) = ordered.range(..=address).next_back()?;
-        (address < start.saturating_add(self.lives[live as usize].row.size)).then_some(live)
+        (address < start.saturating_add(self.lives[live as usize].size)).then_some(live)
     }
 
     /// Event `i` starts a block at an address where allocation `prev` is
@@ -489,40 +516,49 @@ impl Pairer {
             });
         match late {
             Some(j) => {
-                self.late_ends.insert(self.next_event + j as u64, prev);
+                self.late_ends.insert(self.next_event + j as u64, (prev, address));
             }
             None => {
                 self.anomalies.overlapping_allocations += 1;
-                let alloc_id = self.lives[prev as usize].row.alloc_id;
+                let alloc_id = self.lives[prev as usize].alloc_id;
                 let id = self.next_event + i as u64;
                 let a = AnomalyKind::OverlappingAllocation;
                 out.anomalies.push(anomaly(events, i, id, a, alloc_id));
-                self.end(prev, events, i, Ending::Freed, out);
+                self.end(prev, address, events, i, Ending::Freed, out);
             }
         }
     }
 
-    /// Ends allocation `live` at event `i`.
+    /// Ends allocation `live`, started at `address`, at event `i`.
     fn end(
         &mut self,
         live: u32,
+        address: u64,
         events: &Events,
         i: usize,
         ending: Ending,
         out: &mut Rows,
     ) -> Inherit {
-        self.lives[live as usize].row.end = Some((events.ts_ns[i], events.thread_id[i]));
-        self.finalize(live, ending, out)
+        let end = Some((events.ts_ns[i], events.thread_id[i]));
+        self.finalize(live, address, end, ending, out)
     }
 
-    /// Hands the ended (or leaked) allocation `live` out, with the blocks
-    /// of its chain that waited for its type, or keeps them waiting for
-    /// the next block of the chain (only in a trace with tags: without
-    /// any, no block can get a type later); frees its slot.
-    fn finalize(&mut self, live: u32, ending: Ending, out: &mut Rows) -> Inherit {
-        let l = &mut self.lives[live as usize];
-        let mut row = std::mem::take(&mut l.row);
-        let mut waiting = std::mem::take(&mut l.untagged_before);
+    /// Hands the ended (or leaked) allocation `live`, started at `address`,
+    /// out, with the blocks of its chain that waited for its type, or
+    /// keeps them waiting for the next block of the chain (only in a trace
+    /// with tags: without any, no block can get a type later); frees its
+    /// slot.
+    fn finalize(
+        &mut self,
+        live: u32,
+        address: u64,
+        end: Option<(i64, u32)>,
+        ending: Ending,
+        out: &mut Rows,
+    ) -> Inherit {
+        let l = self.lives[live as usize];
+        let mut row = l.row(address, end);
+        let mut waiting = self.take_waiting(l.waiting);
         self.free_lives.push(live);
         let (type_id, var_id) = (row.type_id, row.var_id);
         if let Ending::Reallocated { to } = ending {
@@ -541,6 +577,34 @@ impl Pairer {
         out.allocations.extend(waiting);
         out.allocations.push(row);
         Inherit { type_id, var_id, waiting: Vec::new() }
+    }
+
+    /// Keeps the blocks of a chain that wait for a type; returns the
+    /// [`Live::waiting`] that finds them.
+    fn keep_waiting(&mut self, blocks: Vec<Allocation>) -> u32 {
+        if blocks.is_empty() {
+            return 0;
+        }
+        let i = match self.free_waiting.pop() {
+            Some(i) => {
+                self.waiting[i as usize] = blocks;
+                i
+            }
+            None => {
+                self.waiting.push(blocks);
+                self.waiting.len() as u32 - 1
+            }
+        };
+        i + 1
+    }
+
+    /// The blocks kept as `waiting` (see [`Pairer::keep_waiting`]).
+    fn take_waiting(&mut self, waiting: u32) -> Vec<Allocation> {
+        let Some(i) = waiting.checked_sub(1) else {
+            return Vec::new();
+        };
+        self.free_waiting.push(i);
+        std::mem::take(&mut self.waiting[i as usize])
     }
 }
 
