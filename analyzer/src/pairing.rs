@@ -19,8 +19,8 @@
 //! [`Pairer`] works a chunk of events at a time and hands rows out as soon
 //! as they are final, so that memory holds only what is live: the live
 //! allocations (with the untagged blocks of their reallocation chains,
-//! which wait for a tag), the last allocation freed at each address, and
-//! a window of [`REORDER_LOOKAHEAD`] events.
+//! which wait for a tag), the addresses of the last [`FREED_ADDRESSES`]
+//! deallocations, and a window of [`REORDER_LOOKAHEAD`] events.
 
 use std::collections::BTreeMap;
 
@@ -189,7 +189,7 @@ impl Live {
 
 /// How many events ahead pairing asks the CPU to fetch the map entries of
 /// an event's addresses; half as far ahead, the [`Live`] of the block a
-/// deallocation ends. Far enough for the fetch from memory to finish
+/// deallocation or reallocation ends. Far enough for the fetch from memory to finish
 /// before the event comes, near enough that the lines stay in cache.
 const PREFETCH_AHEAD: usize = 16;
 

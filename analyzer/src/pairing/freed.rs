@@ -23,6 +23,14 @@ const TABLE_LEN: usize = 2 * FREED_ADDRESSES;
 /// Marks an unused table entry.
 const UNUSED: u32 = u32::MAX;
 
+/// An entry holds a deallocation's number modulo `2 * N` in its low bits
+/// (19 of them) and, above, 12 bits of its address's hash, so that a probe
+/// reads the ring only for addresses that likely match; the top bit stays
+/// 0, so no entry is [`UNUSED`].
+const NUMBER_BITS: u32 = (2 * FREED_ADDRESSES).trailing_zeros();
+const NUMBER_MASK: u32 = (1 << NUMBER_BITS) - 1;
+const PRINT_MASK: u32 = (1 << 12) - 1;
+
 /// The address and `alloc_id` of each of the last [`FREED_ADDRESSES`]
 /// deallocations of live blocks (reallocations that moved a block
 /// included), numbered from 0 in trace order.
@@ -35,12 +43,14 @@ const UNUSED: u32 = u32::MAX;
 /// and takes its place. So a deallocation costs one write to the ring
 /// and one to a 2 MiB table, which the caller can
 /// [`prefetch`](FreedAddresses::prefetch), and forgetting costs no lookup.
-/// An address deallocated twice in a generation has two entries there;
-/// the newer wins.
+/// An address has at most one entry per generation: deallocating it again
+/// in the same generation overwrites the entry.
 #[derive(Debug)]
 pub struct FreedAddresses {
-    /// For the deallocations numbered from `since`: their number modulo
-    /// `2 * N` at a place probed linearly from their address's hash.
+    /// For the deallocations numbered from `since`, the last at each
+    /// address: its number modulo `2 * N` (and a fingerprint, see
+    /// [`NUMBER_BITS`]) at a place probed linearly from the address's
+    /// hash.
     newer: Vec<u32>,
     /// The same for the generation before.
     older: Vec<u32>,
@@ -55,8 +65,9 @@ pub struct FreedAddresses {
 impl Default for FreedAddresses {
     fn default() -> Self {
         FreedAddresses {
-            newer: vec![UNUSED; TABLE_LEN],
-            older: vec![UNUSED; TABLE_LEN],
+            // Allocated by the first deallocation.
+            newer: Vec::new(),
+            older: Vec::new(),
             since: 0,
             ring: Vec::new(),
             count: 0,
@@ -66,10 +77,27 @@ impl Default for FreedAddresses {
 }
 
 impl FreedAddresses {
-    /// Where the probe for `address` starts in a generation's table.
+    /// Where the probe for `address` starts in a generation's table, and
+    /// the fingerprint its entries carry.
     #[inline]
-    fn home(&self, address: u64) -> usize {
-        (seeded_hash(address, self.seed) >> (64 - TABLE_LEN.trailing_zeros())) as usize
+    fn home(&self, address: u64) -> (usize, u32) {
+        let h = seeded_hash(address, self.seed);
+        ((h >> (64 - TABLE_LEN.trailing_zeros())) as usize, (h as u32 & PRINT_MASK) << NUMBER_BITS)
+    }
+
+    /// The number of the deallocation whose entry is `entry`, and whether
+    /// it is one of the last `N` and at `address`.
+    #[inline]
+    fn resolve(&self, entry: u32, print: u32, address: u64) -> (u64, bool) {
+        // Every entry is of one of the last 2N deallocations.
+        let ago = match (self.count - u64::from(entry & NUMBER_MASK)) % (2 * N) {
+            0 => 2 * N,
+            d => d,
+        };
+        let n = self.count - ago;
+        let at =
+            entry & !NUMBER_MASK == print && ago <= N && self.ring[(n % N) as usize].0 == address;
+        (n, at)
     }
 
     /// Records that the block `alloc_id` at `address` was deallocated,
@@ -77,6 +105,10 @@ impl FreedAddresses {
     #[inline]
     pub fn record(&mut self, address: u64, alloc_id: u64) {
         let n = self.count;
+        if self.newer.is_empty() {
+            self.newer = vec![UNUSED; TABLE_LEN];
+            self.older = vec![UNUSED; TABLE_LEN];
+        }
         if n - self.since == N {
             std::mem::swap(&mut self.newer, &mut self.older);
             self.newer.fill(UNUSED);
@@ -88,12 +120,13 @@ impl FreedAddresses {
         } else {
             self.ring[r] = (address, alloc_id);
         }
-        // A generation holds N entries in 2N places: one is free.
-        let mut i = self.home(address);
-        while self.newer[i] != UNUSED {
+        // A generation holds at most N entries in 2N places: one is free,
+        // unless the address has its entry already.
+        let (mut i, print) = self.home(address);
+        while self.newer[i] != UNUSED && !self.resolve(self.newer[i], print, address).1 {
             i = (i + 1) % TABLE_LEN;
         }
-        self.newer[i] = (n % (2 * N)) as u32;
+        self.newer[i] = print | (n % (2 * N)) as u32;
         self.count += 1;
     }
 
@@ -102,23 +135,19 @@ impl FreedAddresses {
     /// meaningful when no block is live at `address`: one allocated there
     /// since is not looked at.)
     pub fn last(&self, address: u64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let (home, print) = self.home(address);
         [&self.newer, &self.older].into_iter().find_map(|table| {
-            let mut newest = None;
-            let mut i = self.home(address);
+            let mut i = home;
             while table[i] != UNUSED {
-                // Every entry is of one of the last 2N deallocations.
-                let ago = match (self.count - u64::from(table[i])) % (2 * N) {
-                    0 => 2 * N,
-                    d => d,
-                };
-                let n = self.count - ago;
-                let (at, alloc_id) = self.ring[(n % N) as usize];
-                if ago <= N && at == address && newest.is_none_or(|(m, _)| n > m) {
-                    newest = Some((n, alloc_id));
+                if let (n, true) = self.resolve(table[i], print, address) {
+                    return Some(self.ring[(n % N) as usize].1);
                 }
                 i = (i + 1) % TABLE_LEN;
             }
-            newest.map(|(_, alloc_id)| alloc_id)
+            None
         })
     }
 
@@ -126,7 +155,9 @@ impl FreedAddresses {
     /// will write.
     #[inline]
     pub fn prefetch(&self, address: u64) {
-        prefetch(self.newer[self.home(address)..].as_ptr().cast());
+        if let Some(entry) = self.newer.get(self.home(address).0) {
+            prefetch((entry as *const u32).cast());
+        }
     }
 }
 
@@ -166,5 +197,23 @@ mod tests {
         assert_eq!(freed.last(0x10_0000_0000 + 16 * (2 * N - 1)), Some(2 * N - 1));
         assert_eq!(freed.last(0x10_0000_0000 + 16 * N), Some(N));
         assert_eq!(freed.last(0x10_0000_0000 + 16 * (N - 1)), None);
+    }
+
+    /// Deallocating one address over and over keeps one entry for it, so
+    /// that its probes stay short (a loop that allocates and frees a
+    /// buffer is the commonest pattern there is).
+    #[test]
+    fn an_address_freed_again_keeps_one_entry() {
+        let mut freed = FreedAddresses::default();
+        for k in 0..N + 10 {
+            freed.record(0x40, k);
+            freed.record(0x50 + 16 * (k % 3), k);
+        }
+        assert_eq!(freed.last(0x40), Some(N + 9));
+        let last_at_0x60 = (0..N + 10).rev().find(|k| k % 3 == 1);
+        assert_eq!(freed.last(0x60), last_at_0x60);
+        let used = |t: &[u32]| t.iter().filter(|&&e| e != UNUSED).count();
+        assert_eq!(used(&freed.newer), 4);
+        assert_eq!(used(&freed.older), 4);
     }
 }
