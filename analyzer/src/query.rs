@@ -8,16 +8,17 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Float64Type, Int64Type, SchemaRef, UInt64Type,
+    ArrowPrimitiveType, DataType, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::Spanned;
-use memscope_schema::tables::TABLES;
+use memscope_schema::tables::{TABLES, Table};
 
 use crate::error::{Error, Result};
 use crate::tables::TableData;
@@ -198,7 +199,7 @@ pub fn dataset_runs(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Registers the tables of a dataset partitioned by run: each table spans
 /// every run and gains a `run` column (Utf8) holding the run's ID. Tables
-/// get the schema of [`TABLES`], as in [`register_dataset`].
+/// get their own schema where the files match it (see [`own_schema`]).
 ///
 /// # Errors
 ///
@@ -214,11 +215,18 @@ pub async fn register_runs(ctx: &SessionContext, dir: &Path) -> Result<()> {
         // (`run=ID/<table>.parquet`); the `run=ID` directories become the
         // `run` column.
         let file_name = format!("/{}.parquet", table.name);
-        let schema = table.schema();
-        let options = ParquetReadOptions::default()
-            .schema(&schema)
+        let files: Vec<PathBuf> = runs
+            .iter()
+            .map(|(_, r)| r.join(format!("{}.parquet", table.name)))
+            .filter(|p| p.is_file())
+            .collect();
+        let schema = own_schema(table, &files)?;
+        let mut options = ParquetReadOptions::default()
             .file_extension(&file_name)
             .table_partition_cols(vec![("run".to_string(), DataType::Utf8)]);
+        if let Some(schema) = &schema {
+            options = options.schema(schema);
+        }
         ctx.register_parquet(table.name, &root, options)
             .await
             .map_err(|e| Error::engine(format!("reading the runs of {}", dir.display()), e))?;
@@ -226,14 +234,41 @@ pub async fn register_runs(ctx: &SessionContext, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Registers the tables of a directory written by `convert`.
+/// The schema to register `table`'s Parquet `files` with: the table's own
+/// from [`TABLES`], column metadata included, when every file has exactly
+/// its columns (names, types, nullability); else `None`, to let DataFusion
+/// infer one (files of another version, or made by other tools).
 ///
-/// Each table gets the schema of [`TABLES`], column metadata included,
-/// rather than one inferred from its file: DataFusion drops column
-/// metadata when it infers, and then casts every column read to bridge
-/// the difference from the file, which keeps it from skipping row groups
-/// by null count (`free_ts_ns IS NULL`, the leaks query's filter, read
-/// every row group).
+/// DataFusion drops column metadata from a schema it infers, then casts
+/// every column it reads to bridge the difference from the file, which
+/// keeps it from skipping row groups by null count: `free_ts_ns IS NULL`,
+/// the leaks query's filter, would read every row group.
+///
+/// # Errors
+///
+/// [`Error::Engine`] naming the file whose footer cannot be read.
+fn own_schema(table: &Table, files: &[PathBuf]) -> Result<Option<Schema>> {
+    let own = table.schema();
+    let shape = |s: &Schema| -> Vec<(String, DataType, bool)> {
+        s.fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+            .collect()
+    };
+    for path in files {
+        let context = || format!("reading {}", path.display());
+        let file = std::fs::File::open(path).map_err(|e| Error::engine(context(), e))?;
+        let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
+            .map_err(|e| Error::engine(context(), e))?;
+        if shape(footer.schema()) != shape(&own) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(own))
+}
+
+/// Registers the tables of a directory written by `convert`, with their
+/// own schema where the files match it (see [`own_schema`]).
 ///
 /// # Errors
 ///
@@ -250,9 +285,13 @@ pub async fn register_dataset(ctx: &SessionContext, dir: &Path) -> Result<()> {
     }
     for (name, path) in files {
         let p = path.to_string_lossy().into_owned();
-        let schema =
-            TABLES.iter().find(|t| t.name == name).expect("a table of the schema").schema();
-        ctx.register_parquet(name, &p, ParquetReadOptions::default().schema(&schema))
+        let table = TABLES.iter().find(|t| t.name == name).expect("a table of the schema");
+        let schema = own_schema(table, std::slice::from_ref(&path))?;
+        let mut options = ParquetReadOptions::default();
+        if let Some(schema) = &schema {
+            options = options.schema(schema);
+        }
+        ctx.register_parquet(name, &p, options)
             .await
             .map_err(|e| Error::engine(format!("reading {}", path.display()), e))?;
     }

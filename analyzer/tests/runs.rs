@@ -158,3 +158,50 @@ fn null_counts_skip_row_groups() {
         );
     }
 }
+
+/// A table whose file differs from the analyzer's schema (here, one
+/// without the `type_name` column, as an older version or another tool may
+/// write) is read with the schema of its file: its columns answer, and a
+/// column it lacks is an error that names it, not a column of NULLs.
+#[test]
+fn files_of_another_schema_are_read_as_they_are() {
+    use memscope_analyzer::datafusion::parquet::arrow::ArrowWriter;
+    use memscope_analyzer::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let tmp = temp_dir();
+    let dir = tmp.path().join("dataset");
+    let t = trace(tmp.path(), "t.trace", 100);
+    let out = convert(&t, &dir, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = dir.join("allocations.parquet");
+    let file = std::fs::File::open(&path).unwrap();
+    let batches: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|&i| b.schema().field(i).name() != "type_name")
+                .collect();
+            b.project(&keep).unwrap()
+        })
+        .collect();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batches[0].schema(), None)
+            .unwrap();
+    for b in &batches {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+
+    let d = dir.to_str().unwrap();
+    let leaks = "SELECT SUM(size) AS leaked_bytes FROM allocations WHERE free_ts_ns IS NULL";
+    let out = analyze(&[d, "--sql", leaks, "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "leaked_bytes\n100\n");
+    let untyped = "SELECT COUNT(*) FROM allocations WHERE type_name IS NULL";
+    let out = analyze(&[d, "--sql", untyped, "--format", "csv"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("type_name"), "{}", stderr(&out));
+}
