@@ -6,6 +6,8 @@ mod common;
 
 use std::path::Path;
 
+use memscope_analyzer::datafusion::arrow::record_batch::RecordBatch;
+
 use common::{alloc, analyze, free, temp_dir, write_trace};
 
 /// A trace whose program leaked `leaked` bytes in one block and freed one
@@ -110,19 +112,27 @@ fn reports_read_one_run_and_layouts_do_not_mix() {
     }
 }
 
-/// Rewrites the Parquet file at `path` with one row per row group,
-/// keeping its Arrow schema (column metadata included).
-fn one_row_per_row_group(path: &Path) {
+/// Rewrites the Parquet file at `path` with its batches passed through
+/// `change`, keeping their Arrow schema (column metadata included), with
+/// `rows_per_group` rows per row group (or the writer's default).
+fn rewrite_parquet(
+    path: &Path,
+    rows_per_group: Option<usize>,
+    change: impl Fn(RecordBatch) -> RecordBatch,
+) {
     use memscope_analyzer::datafusion::parquet::arrow::ArrowWriter;
     use memscope_analyzer::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use memscope_analyzer::datafusion::parquet::file::properties::WriterProperties;
 
     let file = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-    let batches: Vec<_> = reader.map(Result::unwrap).collect();
-    let props = WriterProperties::builder().set_max_row_group_row_count(Some(1)).build();
+    let batches: Vec<_> = reader.map(|b| change(b.unwrap())).collect();
+    let mut props = WriterProperties::builder();
+    if let Some(rows) = rows_per_group {
+        props = props.set_max_row_group_row_count(Some(rows));
+    }
     let out = std::fs::File::create(path).unwrap();
-    let mut writer = ArrowWriter::try_new(out, batches[0].schema(), Some(props)).unwrap();
+    let mut writer = ArrowWriter::try_new(out, batches[0].schema(), Some(props.build())).unwrap();
     for b in &batches {
         writer.write(b).unwrap();
     }
@@ -143,8 +153,8 @@ fn null_counts_skip_row_groups() {
         let out = convert(&t, dir, extra);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    one_row_per_row_group(&one.join("allocations.parquet"));
-    one_row_per_row_group(&runs.join("run=r1/allocations.parquet"));
+    rewrite_parquet(&one.join("allocations.parquet"), Some(1), |b| b);
+    rewrite_parquet(&runs.join("run=r1/allocations.parquet"), Some(1), |b| b);
     let sql = "EXPLAIN ANALYZE SELECT COUNT(*) FROM allocations WHERE free_ts_ns IS NULL";
     for dir in [&one, &runs] {
         let out = analyze(&[dir.to_str().unwrap(), "--sql", sql, "--format", "csv"]);
@@ -165,35 +175,17 @@ fn null_counts_skip_row_groups() {
 /// column it lacks is an error that names it, not a column of NULLs.
 #[test]
 fn files_of_another_schema_are_read_as_they_are() {
-    use memscope_analyzer::datafusion::parquet::arrow::ArrowWriter;
-    use memscope_analyzer::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
     let tmp = temp_dir();
     let dir = tmp.path().join("dataset");
     let t = trace(tmp.path(), "t.trace", 100);
     let out = convert(&t, &dir, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = dir.join("allocations.parquet");
-    let file = std::fs::File::open(&path).unwrap();
-    let batches: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| {
-            let b = b.unwrap();
-            let keep: Vec<usize> = (0..b.num_columns())
-                .filter(|&i| b.schema().field(i).name() != "type_name")
-                .collect();
-            b.project(&keep).unwrap()
-        })
-        .collect();
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batches[0].schema(), None)
-            .unwrap();
-    for b in &batches {
-        writer.write(b).unwrap();
-    }
-    writer.close().unwrap();
+    rewrite_parquet(&path, None, |b| {
+        let keep: Vec<usize> =
+            (0..b.num_columns()).filter(|&i| b.schema().field(i).name() != "type_name").collect();
+        b.project(&keep).unwrap()
+    });
 
     let d = dir.to_str().unwrap();
     let leaks = "SELECT SUM(size) AS leaked_bytes FROM allocations WHERE free_ts_ns IS NULL";
