@@ -14,6 +14,7 @@ use memscope_analyzer::flamegraph::{self, Metric};
 use memscope_analyzer::memory::MemoryLimit;
 use memscope_analyzer::output::{self, Destination, Format};
 use memscope_analyzer::query::{self, QueryResult, SqlSource};
+use memscope_analyzer::reads::{self, Reads};
 use memscope_analyzer::report::budget::{Budget, BudgetsFile};
 use memscope_analyzer::report::metrics::Temporary;
 use memscope_analyzer::report::render::{Format as ReportFormat, render};
@@ -267,7 +268,8 @@ async fn run_query(args: QueryArgs, limit: MemoryLimit) -> Result<()> {
     if args.format == Format::Parquet && args.output.is_none() {
         Destination::choose(None, args.format, 1)?;
     }
-    let input = Input::open_within(&trace, limit, query::tables_referenced(&sources).as_deref())?;
+    let reads = reads::plan(&sources).await.unwrap_or_else(Reads::all);
+    let input = Input::open_within(&trace, limit, reads)?;
     warn(&trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let mut results = Vec::new();
@@ -316,7 +318,7 @@ async fn run_flamegraph(args: FlamegraphArgs, limit: MemoryLimit) -> Result<()> 
     if !args.quiet {
         progress::enable();
     }
-    let input = Input::open_within(&args.trace, limit, None)?;
+    let input = Input::open_within(&args.trace, limit, Reads::all())?;
     input.require_one_run("flamegraph")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
@@ -371,13 +373,13 @@ async fn run_report(args: ReportArgs, limit: MemoryLimit) -> Result<()> {
     }
     let options =
         report::Options { top: args.top.or(file.report.top).unwrap_or(10), temporary, budgets };
-    let input = Input::open_within(&args.trace, limit, None)?;
+    let input = Input::open_within(&args.trace, limit, Reads::all())?;
     input.require_one_run("report")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let baseline = match &args.baseline {
         Some(path) => {
-            let base = Input::open_within(path, limit, None)?;
+            let base = Input::open_within(path, limit, Reads::all())?;
             base.require_one_run("report --baseline")?;
             warn(path, base.warnings(), args.quiet);
             Some((path.as_path(), base.session().await?))
@@ -438,10 +440,10 @@ async fn run_diff(args: DiffArgs, limit: MemoryLimit) -> Result<()> {
     if args.format == Format::Parquet && args.output.is_none() {
         Destination::choose(None, args.format, 1)?;
     }
-    let base = Input::open_within(&args.base, limit, None)?;
+    let base = Input::open_within(&args.base, limit, Reads::all())?;
     base.require_one_run("diff")?;
     warn(&args.base, base.warnings(), args.quiet);
-    let new = Input::open_within(&args.new, limit, None)?;
+    let new = Input::open_within(&args.new, limit, Reads::all())?;
     new.require_one_run("diff")?;
     warn(&args.new, new.warnings(), args.quiet);
     let mut changes = diff::changes(&base.session().await?, &new.session().await?).await?;
@@ -510,7 +512,7 @@ async fn run_tables(args: TablesArgs, limit: MemoryLimit) -> Result<()> {
 
 /// Rows of each table of a trace or dataset.
 async fn row_counts(path: &Path, limit: MemoryLimit) -> Result<Vec<(&'static str, u64)>> {
-    let input = Input::open_within(path, limit, None)?;
+    let input = Input::open_within(path, limit, Reads::all())?;
     warn(path, input.warnings(), false);
     let ctx = input.session().await?;
     let mut out = Vec::new();

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::model::TraceData;
 use crate::output::PendingFile;
 use crate::query;
-use crate::tables::{TableSink, is_big};
+use crate::reads::Reads;
+use crate::tables::TableSink;
 
 /// Rows per Parquet row group: large enough for fast scans, small enough
 /// for readers that split work by row group.
@@ -116,6 +117,8 @@ pub struct ParquetSink {
     /// The directory, when the sink made it.
     made_dir: Option<PathBuf>,
     writers: Vec<TableWriter>,
+    /// What is written of the big tables.
+    reads: Reads,
 }
 
 /// One table's file being written.
@@ -136,38 +139,34 @@ impl ParquetSink {
     /// (checked for every table before anything is written);
     /// [`Error::Io`], [`Error::Engine`].
     pub fn create(dir: &Path, force: bool) -> Result<ParquetSink> {
-        ParquetSink::create_for(dir, force, None)
+        ParquetSink::create_for(dir, force, Reads::all())
     }
 
-    /// Like [`ParquetSink::create`], writing only those of the big tables
-    /// (`events`, `allocations`, `anomalies`) in `tables`, when given, and
-    /// every small one.
+    /// Like [`ParquetSink::create`], writing only what `reads` reads of the
+    /// big tables (`events`, `allocations`, `anomalies`), and every small
+    /// table.
     ///
     /// # Errors
     ///
     /// As [`ParquetSink::create`].
-    pub fn create_for(
-        dir: &Path,
-        force: bool,
-        tables: Option<&[&'static str]>,
-    ) -> Result<ParquetSink> {
+    pub fn create_for(dir: &Path, force: bool, reads: Reads) -> Result<ParquetSink> {
         let made_dir = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut sink = ParquetSink { dir: dir.to_path_buf(), made_dir, writers: Vec::new() };
         let path = |t: &Table| dir.join(format!("{}.parquet", t.name));
-        let kept: Vec<&'static Table> = TABLES
-            .iter()
-            .copied()
-            .filter(|t| !is_big(t.name) || tables.is_none_or(|k| k.contains(&t.name)))
-            .collect();
+        let kept: Vec<&'static Table> =
+            TABLES.iter().copied().filter(|t| reads.wants(t.name)).collect();
         if !force && let Some(p) = kept.iter().map(|t| path(t)).find(|p| p.exists()) {
             return Err(Error::OutputExists { path: p });
         }
+        let mut sink = ParquetSink { dir: dir.to_path_buf(), made_dir, writers: Vec::new(), reads };
         for table in kept {
             let path = path(table);
             let mut pending = PendingFile::create(&path, force)?;
             let file = pending.file().try_clone().map_err(|e| Error::io(&path, e))?;
-            let schema = std::sync::Arc::new(table.schema());
+            let schema = match sink.reads.get(table.name) {
+                Some(read) => read.schema(),
+                None => std::sync::Arc::new(table.schema()),
+            };
             let writer =
                 ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties(table)))
                     .map_err(|e| Error::engine(format!("writing {}", path.display()), e))?;
@@ -234,7 +233,7 @@ impl TableSink for ParquetSink {
             .map_err(|e| Error::engine(format!("writing {}", w.pending.path().display()), e))
     }
 
-    fn wants(&self, table: &str) -> bool {
-        self.writers.iter().any(|w| w.table.name == table)
+    fn reads(&self) -> &Reads {
+        &self.reads
     }
 }

@@ -21,6 +21,8 @@ A trace goes through these stages, each with its entry point:
    record batches as soon as they are final, so memory holds the live
    allocations, not the trace: [`tables::MemorySink`] keeps them for
    queries, [`convert::ParquetSink`] writes them as Parquet row groups.
+   For queries, [`reads::plan`] first finds what the SQL reads of the big
+   tables, and only those columns and rows are built.
    The other tables (`stacks`, `frames`, `modules`, `rss`, `threads`,
    `trace`) follow from the [`model::TraceData`] the pass returns. Their
    columns are defined in `memscope_schema::tables`.
@@ -61,6 +63,7 @@ pub mod output;
 pub mod pairing;
 pub mod progress;
 pub mod query;
+pub mod reads;
 pub mod report;
 pub mod scan;
 pub mod stacks;
@@ -78,6 +81,7 @@ use crate::decode::TraceFile;
 use crate::error::Result;
 use crate::memory::MemoryLimit;
 use crate::model::TraceData;
+use crate::reads::Reads;
 use crate::scan::TraceIndex;
 use crate::tables::{MemorySink, TableData, TableSink};
 
@@ -267,9 +271,9 @@ pub struct Input {
 pub enum Source {
     /// A decoded trace, its tables in memory.
     Trace(Box<Loaded>),
-    /// A decoded trace too big for its tables to fit in memory (see
-    /// [`MemoryLimit::tables_fit`]), written as a dataset into a temporary
-    /// directory (deleted when dropped).
+    /// A decoded trace whose tables outgrew [`MemoryLimit::tables_bytes`],
+    /// written as a dataset into a temporary directory (deleted when
+    /// dropped).
     Spilled {
         /// The temporary dataset.
         dir: tempfile::TempDir,
@@ -285,10 +289,39 @@ pub enum Source {
     Runs(PathBuf),
 }
 
-/// The sink of a trace read for queries: memory, or a temporary dataset.
+/// The sink of a trace read for queries: memory while the batches fit in
+/// [`MemoryLimit::tables_bytes`], then a temporary dataset that those
+/// batches and all later ones go to.
 enum QuerySink {
-    Memory(MemorySink),
+    Memory(MemorySink, MemoryLimit),
     Spill(convert::ParquetSink, tempfile::TempDir, output::Partial),
+}
+
+impl QuerySink {
+    /// Moves the batches kept in memory to a new dataset in a temporary
+    /// directory (under `$TMPDIR`), which takes every batch from then on.
+    fn spill(&mut self) -> Result<()> {
+        let QuerySink::Memory(memory, limit) = self else {
+            return Ok(());
+        };
+        let tmp = std::env::temp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("memscope-")
+            .tempdir_in(&tmp)
+            .map_err(|e| error::Error::io(&tmp, e))?;
+        let guard = output::register_partial_dir(dir.path());
+        progress::stage(format!(
+            "the tables read do not fit in --memory-limit {}: writing them to {}",
+            report::units::bytes(limit.bytes as f64),
+            dir.path().display()
+        ));
+        let mut sink = convert::ParquetSink::create_for(dir.path(), false, memory.reads().clone())?;
+        for (table, batch) in memory.drain() {
+            sink.write(table, batch)?;
+        }
+        *self = QuerySink::Spill(sink, dir, guard);
+        Ok(())
+    }
 }
 
 impl TableSink for QuerySink {
@@ -298,15 +331,21 @@ impl TableSink for QuerySink {
         batch: datafusion::arrow::record_batch::RecordBatch,
     ) -> Result<()> {
         match self {
-            QuerySink::Memory(s) => s.write(table, batch),
+            QuerySink::Memory(s, limit) => {
+                s.write(table, batch)?;
+                if s.bytes() as u64 > limit.tables_bytes() {
+                    self.spill()?;
+                }
+                Ok(())
+            }
             QuerySink::Spill(s, ..) => s.write(table, batch),
         }
     }
 
-    fn wants(&self, table: &str) -> bool {
+    fn reads(&self) -> &Reads {
         match self {
-            QuerySink::Memory(s) => s.wants(table),
-            QuerySink::Spill(s, ..) => s.wants(table),
+            QuerySink::Memory(s, _) => s.reads(),
+            QuerySink::Spill(s, ..) => s.reads(),
         }
     }
 }
@@ -319,26 +358,22 @@ impl Input {
     ///
     /// As [`Input::open_within`].
     pub fn open(path: &Path) -> Result<Input> {
-        Input::open_within(path, MemoryLimit::default(), None)
+        Input::open_within(path, MemoryLimit::default(), Reads::all())
     }
 
     /// Opens `path` within `limit`: a directory is read as a `convert`
-    /// dataset, a file as a trace. A trace whose tables would not fit in
-    /// [`MemoryLimit::tables_bytes`] is written as Parquet into a temporary
-    /// directory (under `$TMPDIR`) and read from there. With `tables`, only
-    /// those of the big tables (`events`, `allocations`, `anomalies`) are
-    /// built, for queries known to read no other ([`query::tables_referenced`]).
+    /// dataset, a file as a trace. Of a trace's big tables (`events`,
+    /// `allocations`, `anomalies`) only what `reads` reads is built (see
+    /// [`reads::plan`]); when that outgrows [`MemoryLimit::tables_bytes`],
+    /// it is written as Parquet into a temporary directory (under
+    /// `$TMPDIR`) and read from there.
     ///
     /// # Errors
     ///
     /// Any error of [`stream_trace`]; [`error::Error::NotATrace`] for a
     /// directory without tables; [`error::Error::Io`] when the temporary
     /// directory cannot be made.
-    pub fn open_within(
-        path: &Path,
-        limit: MemoryLimit,
-        tables: Option<&[&'static str]>,
-    ) -> Result<Input> {
+    pub fn open_within(path: &Path, limit: MemoryLimit, reads: Reads) -> Result<Input> {
         let source = if path.is_dir() {
             if !query::dataset_tables(path).is_empty() {
                 Source::Dataset(path.to_path_buf())
@@ -351,29 +386,10 @@ impl Input {
                 });
             }
         } else {
-            let (data, warnings, sink) = stream_trace(path, |index| {
-                if limit.tables_fit(index.events, index.allocations, tables) {
-                    return Ok(QuerySink::Memory(
-                        tables.map_or_else(MemorySink::new, MemorySink::only),
-                    ));
-                }
-                let tmp = std::env::temp_dir();
-                let dir = tempfile::Builder::new()
-                    .prefix("memscope-")
-                    .tempdir_in(&tmp)
-                    .map_err(|e| error::Error::io(&tmp, e))?;
-                let guard = output::register_partial_dir(dir.path());
-                progress::stage(format!(
-                    "{} events do not fit in --memory-limit {}: writing them to {}",
-                    index.events,
-                    report::units::bytes(limit.bytes as f64),
-                    dir.path().display()
-                ));
-                let sink = convert::ParquetSink::create_for(dir.path(), false, tables)?;
-                Ok(QuerySink::Spill(sink, dir, guard))
-            })?;
+            let (data, warnings, sink) =
+                stream_trace(path, |_| Ok(QuerySink::Memory(MemorySink::only(reads), limit)))?;
             match sink {
-                QuerySink::Memory(s) => {
+                QuerySink::Memory(s, _) => {
                     Source::Trace(Box::new(Loaded { data, tables: s.finish(), warnings }))
                 }
                 QuerySink::Spill(s, dir, guard) => {

@@ -3,10 +3,10 @@
 //!
 //! * Decoding and pairing hold what is live in the trace, never the whole
 //!   trace ([`crate::stream`]).
-//! * A trace whose tables fit in [`MemoryLimit::tables_bytes`] is queried
-//!   from memory; a bigger one is first written as a Parquet dataset into a
-//!   temporary directory (as `convert` would), row group by row group, and
-//!   queried from there.
+//! * A trace is queried from memory while what the SQL reads of its tables
+//!   fits in [`MemoryLimit::tables_bytes`]; once it outgrows that, it is
+//!   written as a Parquet dataset into a temporary directory (as `convert`
+//!   would), row group by row group, and queried from there.
 //! * DataFusion's operators (sorts, aggregations, joins) share a pool of
 //!   [`MemoryLimit::query_bytes`] and spill to temporary files when it is
 //!   full.
@@ -17,14 +17,6 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
 use crate::error::{Error, Result};
-
-/// Bytes of memory the in-memory `events` table takes per event: 58
-/// measured on synthetic traces of 1e7 events (peak RSS of a query of it
-/// less that of a query of no big table), with headroom.
-pub const EVENTS_ROW_BYTES: u64 = 64;
-/// Bytes of memory the in-memory `allocations` table takes per row: 111
-/// measured likewise, with headroom.
-pub const ALLOCATIONS_ROW_BYTES: u64 = 128;
 
 /// The analyzer's memory limit, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,21 +80,6 @@ impl MemoryLimit {
         self.bytes / 5 * 2
     }
 
-    /// Whether the big tables of a trace of `events` events of which
-    /// `allocations` allocations and reallocations fit in memory: `events`
-    /// and `allocations`, or those of them among `tables`.
-    pub fn tables_fit(&self, events: u64, allocations: u64, tables: Option<&[&str]>) -> bool {
-        let kept = |name| tables.is_none_or(|t| t.contains(&name));
-        let mut bytes = 0u64;
-        if kept("events") {
-            bytes = bytes.saturating_add(events.saturating_mul(EVENTS_ROW_BYTES));
-        }
-        if kept("allocations") {
-            bytes = bytes.saturating_add(allocations.saturating_mul(ALLOCATIONS_ROW_BYTES));
-        }
-        bytes <= self.tables_bytes()
-    }
-
     /// A DataFusion runtime whose operators share a pool of
     /// [`MemoryLimit::query_bytes`] and spill to the system's temporary
     /// directory.
@@ -140,13 +117,5 @@ mod tests {
     fn the_limit_is_shared_out() {
         let l = MemoryLimit { bytes: 1000 << 20 };
         assert_eq!(l.tables_bytes() + l.query_bytes(), 800 << 20);
-        let events = 400 * (1 << 20) / EVENTS_ROW_BYTES;
-        assert!(l.tables_fit(events, 0, None));
-        assert!(!l.tables_fit(events + 1, 0, None));
-        assert!(l.tables_fit(events + 1, 0, Some(&["allocations", "threads"])));
-        let allocations = 400 * (1 << 20) / ALLOCATIONS_ROW_BYTES;
-        assert!(l.tables_fit(0, allocations, Some(&["allocations"])));
-        assert!(!l.tables_fit(0, allocations + 1, Some(&["allocations"])));
-        assert!(l.tables_fit(u64::MAX, u64::MAX, Some(&[])));
     }
 }

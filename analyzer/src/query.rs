@@ -235,9 +235,11 @@ pub async fn register_runs(ctx: &SessionContext, dir: &Path) -> Result<()> {
 }
 
 /// The schema to register `table`'s Parquet `files` with: the table's own
-/// from [`TABLES`], column metadata included, when every file has exactly
-/// its columns (names, types, nullability); else `None`, to let DataFusion
-/// infer one (files of another version, or made by other tools).
+/// from [`TABLES`], column metadata included, cut to the files' columns,
+/// when every file has the same columns and each is one of the table's
+/// (name, type, nullability), as in a dataset of what a query reads (see
+/// [`crate::reads`]); else `None`, to let DataFusion infer one (files of
+/// another version, or made by other tools).
 ///
 /// DataFusion drops column metadata from a schema it infers, then casts
 /// every column it reads to bridge the difference from the file, which
@@ -249,22 +251,34 @@ pub async fn register_runs(ctx: &SessionContext, dir: &Path) -> Result<()> {
 /// [`Error::Engine`] naming the file whose footer cannot be read.
 fn own_schema(table: &Table, files: &[PathBuf]) -> Result<Option<Schema>> {
     let own = table.schema();
-    let shape = |s: &Schema| -> Vec<(String, DataType, bool)> {
-        s.fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
-            .collect()
-    };
+    let mut columns: Option<Vec<usize>> = None;
     for path in files {
         let context = || format!("reading {}", path.display());
         let file = std::fs::File::open(path).map_err(|e| Error::engine(context(), e))?;
         let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
             .map_err(|e| Error::engine(context(), e))?;
-        if shape(footer.schema()) != shape(&own) {
-            return Ok(None);
+        let of_file = footer
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                own.fields().iter().position(|o| {
+                    o.name() == f.name()
+                        && o.data_type() == f.data_type()
+                        && o.is_nullable() == f.is_nullable()
+                })
+            })
+            .collect::<Option<Vec<usize>>>();
+        match (of_file, &columns) {
+            (Some(c), None) => columns = Some(c),
+            (Some(c), Some(before)) if c == *before => {}
+            _ => return Ok(None),
         }
     }
-    Ok(Some(own))
+    match columns {
+        Some(c) => Ok(Some(own.project(&c).map_err(|e| Error::engine("projecting a schema", e))?)),
+        None => Ok(Some(own)),
+    }
 }
 
 /// Registers the tables of a directory written by `convert`, with their
@@ -296,29 +310,6 @@ pub async fn register_dataset(ctx: &SessionContext, dir: &Path) -> Result<()> {
             .map_err(|e| Error::engine(format!("reading {}", path.display()), e))?;
     }
     Ok(())
-}
-
-/// The tables that the statements of `sources` read, when that can be
-/// told: `None` when one does not parse, or reads anything but the
-/// analyzer's tables by name (`information_schema`, say), so that every
-/// table must be there.
-pub fn tables_referenced(sources: &[SqlSource]) -> Option<Vec<&'static str>> {
-    let state = new_session().state();
-    let mut out: Vec<&'static str> = Vec::new();
-    for source in sources {
-        for statement in DFParser::parse_sql(&source.text).ok()? {
-            for r in state.resolve_table_references(&statement).ok()? {
-                if r.schema().is_some_and(|s| s != "public") {
-                    return None;
-                }
-                let table = TABLES.iter().find(|t| t.name == r.table())?;
-                if !out.contains(&table.name) {
-                    out.push(table.name);
-                }
-            }
-        }
-    }
-    Some(out)
 }
 
 /// Runs every statement of `source` in order and returns the result sets

@@ -113,7 +113,8 @@ pub fn run(
     // merging (here), pairing, and building batches for the sink. Each
     // hands its output to the next through a channel of one chunk, so that
     // memory stays bounded and both cores work.
-    let skip_events = !sink.wants("events");
+    let batcher = Batcher::new(&header, &strings, &stacks, sink.reads())?;
+    let skip_events = !batcher.builds("events");
     let tags = index.tags > 0;
     let stage_sink = &mut *sink;
     let (merged, paired, sunk) = std::thread::scope(|scope| {
@@ -136,16 +137,15 @@ pub fn run(
             }
             pairer
         });
-        let (header, strings, stacks) = (&header, &strings, &stacks);
         let sinking = scope.spawn(move || -> Result<()> {
-            let mut batcher = Batcher::new(header, strings, stacks);
+            let mut batcher = batcher;
             for mut rows in rows_rx {
                 flush(&mut rows, &mut batcher, stage_sink)?;
             }
             Ok(())
         });
         let reader = BlockReader { bytes, layout, stack_ids, release };
-        let merged = merge_chunks(&chunks, &reader, scale, strings, &events_tx);
+        let merged = merge_chunks(&chunks, &reader, scale, &strings, &events_tx);
         drop(events_tx);
         let paired = pairing.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let sunk = sinking.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -303,17 +303,10 @@ fn flush(
     batcher: &mut Batcher<'_>,
     sink: &mut (dyn TableSink + Send),
 ) -> Result<()> {
-    if !sink.wants("events") {
-        let first_event_id = rows.events.first_event_id + rows.events.len() as u64;
-        rows.events = EventRows { first_event_id, ..EventRows::default() };
-    }
-    if !sink.wants("allocations") {
-        rows.allocations.clear();
-    }
-    if !sink.wants("anomalies") {
-        rows.anomalies.clear();
-    }
-    let mut put = |name: &str, batch: RecordBatch| -> Result<()> {
+    let mut put = |name: &str, batch: Option<RecordBatch>| -> Result<()> {
+        let Some(batch) = batch else {
+            return Ok(());
+        };
         let table = TABLES.iter().find(|t| t.name == name).expect("a table of the schema");
         for start in (0..batch.num_rows()).step_by(BATCH_ROWS) {
             sink.write(table, batch.slice(start, BATCH_ROWS.min(batch.num_rows() - start)))?;

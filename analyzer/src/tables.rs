@@ -9,14 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array, PrimitiveArray,
-    StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array,
+    PrimitiveArray, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
+use datafusion::arrow::compute::{filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, Int32Type, Int64Type, SchemaRef, UInt64Type,
 };
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::error::DataFusionError;
 use memscope_schema::format::FileHeader;
 use memscope_schema::tables::{self, Table, event_kind};
 
@@ -24,6 +26,7 @@ use crate::decode::kind;
 use crate::error::{Error, Result};
 use crate::model::TraceData;
 use crate::pairing::{Allocation, Anomaly, AnomalyKind, EventRows, NONE_U64};
+use crate::reads::{Predicate, Reads, TableRead};
 use crate::stacks::{Stacks, TypeSource};
 use rustc_hash::FxHashMap;
 
@@ -50,49 +53,77 @@ impl TableData {
 
 /// Where the batches of the tables go as they are made.
 pub trait TableSink {
-    /// Takes one batch of `table` (of at most [`BATCH_ROWS`] rows). The
-    /// batches of a table come in the table's row order.
+    /// Takes one batch of `table` (of at most [`BATCH_ROWS`] rows), of the
+    /// columns and rows that [`TableSink::reads`] reads of it. The batches
+    /// of a table come in the table's row order.
     ///
     /// # Errors
     ///
     /// Whatever keeping the batch fails with ([`Error::Io`] for a file).
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()>;
 
-    /// Whether the sink keeps `table` at all; batches of a table it does not
-    /// keep need not be built.
-    fn wants(&self, table: &str) -> bool {
-        let _ = table;
-        true
-    }
+    /// What the sink keeps of the big tables; batches of a table it does
+    /// not keep need not be built, nor its other columns and rows.
+    fn reads(&self) -> &Reads;
 }
 
-/// Keeps the batches in memory: of every table, or of some.
-#[derive(Debug, Default)]
+/// Keeps the batches in memory: of every table, or of what is read of
+/// them.
+#[derive(Debug)]
 pub struct MemorySink {
     batches: HashMap<&'static str, Vec<RecordBatch>>,
-    only: Option<Vec<&'static str>>,
+    reads: Reads,
+    /// Bytes of the batches kept, by [`RecordBatch::get_array_memory_size`].
+    bytes: usize,
+}
+
+impl Default for MemorySink {
+    fn default() -> MemorySink {
+        MemorySink::new()
+    }
 }
 
 impl MemorySink {
     /// An empty sink that keeps every table.
     pub fn new() -> MemorySink {
-        MemorySink::default()
+        MemorySink::only(Reads::all())
     }
 
-    /// An empty sink that keeps only the big tables (`events`,
-    /// `allocations`, `anomalies`) among `tables`, and every small one.
-    pub fn only(tables: &[&'static str]) -> MemorySink {
-        MemorySink { only: Some(tables.to_vec()), ..MemorySink::default() }
+    /// An empty sink that keeps what `reads` reads of the big tables, and
+    /// every small table.
+    pub fn only(reads: Reads) -> MemorySink {
+        MemorySink { batches: HashMap::new(), reads, bytes: 0 }
+    }
+
+    /// Bytes of the batches kept so far (a dictionary shared by batches
+    /// counts once per batch).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The batches kept so far, table by table, each table's in order.
+    pub fn drain(&mut self) -> Vec<(&'static Table, RecordBatch)> {
+        self.bytes = 0;
+        let mut out = Vec::new();
+        for table in tables::TABLES {
+            for batch in self.batches.remove(table.name).unwrap_or_default() {
+                out.push((table, batch));
+            }
+        }
+        out
     }
 
     /// The tables it keeps, in the order of [`tables::TABLES`]; a table that
     /// got no batch has one empty batch.
     pub fn finish(mut self) -> Vec<TableData> {
         let kept: Vec<&'static Table> =
-            tables::TABLES.iter().copied().filter(|t| self.wants(t.name)).collect();
+            tables::TABLES.iter().copied().filter(|t| self.reads.wants(t.name)).collect();
         kept.into_iter()
             .map(|table| {
-                let schema = Arc::new(table.schema());
+                let schema = match self.reads.get(table.name) {
+                    Some(read) => read.schema(),
+                    None => Arc::new(table.schema()),
+                };
                 let mut batches = self.batches.remove(table.name).unwrap_or_default();
                 if batches.is_empty() {
                     batches.push(RecordBatch::new_empty(schema.clone()));
@@ -105,14 +136,15 @@ impl MemorySink {
 
 impl TableSink for MemorySink {
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
-        if self.wants(table.name) {
+        if self.reads.wants(table.name) {
+            self.bytes += batch.get_array_memory_size();
             self.batches.entry(table.name).or_default().push(batch);
         }
         Ok(())
     }
 
-    fn wants(&self, table: &str) -> bool {
-        !is_big(table) || self.only.as_ref().is_none_or(|only| only.contains(&table))
+    fn reads(&self) -> &Reads {
+        &self.reads
     }
 }
 
@@ -191,9 +223,9 @@ impl Dictionary {
 }
 
 /// Builds the batches of `events`, `allocations` and `anomalies` from the
-/// rows pairing hands out. Dictionary columns share one dictionary per
-/// column across batches, made from the trace's strings and stacks.
-#[derive(Debug)]
+/// rows pairing hands out, of the columns and rows read of each (see
+/// [`Reads`]). Dictionary columns share one dictionary per column across
+/// batches, made from the trace's strings and stacks.
 pub struct Batcher<'a> {
     header: &'a FileHeader,
     strings: &'a HashMap<u32, String>,
@@ -208,15 +240,101 @@ pub struct Batcher<'a> {
     call_site: Vec<(Option<i32>, Option<i32>, Option<u32>)>,
     call_site_names: Dictionary,
     call_site_files: Dictionary,
+    /// What is built of each big table; a table without one is not built.
+    cuts: Vec<Arc<Cut>>,
+}
+
+/// What is built of one big table: its columns read, and its rows read.
+struct Cut {
+    read: TableRead,
+    /// The schema of the columns read.
+    schema: SchemaRef,
+    /// The filter of the rows read.
+    predicate: Option<Predicate>,
+}
+
+impl Cut {
+    fn new(read: &TableRead) -> Result<Cut> {
+        Ok(Cut { read: read.clone(), schema: read.schema(), predicate: read.predicate()? })
+    }
+
+    fn name(&self) -> &'static str {
+        self.read.table.name
+    }
+
+    /// Which of `n` rows the filter keeps, given a builder of a column
+    /// (by index into the table's columns) for all of them: `None` for
+    /// every row.
+    fn keep(
+        &self,
+        n: usize,
+        mut column: impl FnMut(usize) -> ArrayRef,
+    ) -> Result<Option<BooleanArray>> {
+        let Some(Predicate { columns, schema, expr }) = &self.predicate else {
+            return Ok(None);
+        };
+        let failed = |e| Error::engine(format!("filtering table {}", self.name()), e);
+        let columns = columns.iter().map(|&i| column(i)).collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| Error::engine(format!("building table {}", self.name()), e))?;
+        let value = expr.evaluate(&batch).map_err(failed)?.into_array(n).map_err(failed)?;
+        let keep = value.as_boolean_opt().ok_or_else(|| {
+            Error::engine(
+                format!("filtering table {}", self.name()),
+                DataFusionError::Internal(format!("a filter of type {}", value.data_type())),
+            )
+        })?;
+        // NULL is not true: the row is not kept.
+        Ok(Some(if keep.null_count() > 0 { prep_null_mask_filter(keep) } else { keep.clone() }))
+    }
+
+    /// The batch of the columns read, given a builder of a column for
+    /// `n` rows.
+    fn project(&self, n: usize, mut column: impl FnMut(usize) -> ArrayRef) -> Result<RecordBatch> {
+        let columns = self.read.columns.iter().map(|&i| column(i)).collect();
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+        .map_err(|e| Error::engine(format!("building table {}", self.name()), e))
+    }
+
+    /// The rows of `batch` that `keep` keeps.
+    fn filter(&self, batch: RecordBatch, keep: Option<&BooleanArray>) -> Result<RecordBatch> {
+        match keep {
+            Some(keep) if keep.true_count() < batch.num_rows() => filter_record_batch(&batch, keep)
+                .map_err(|e| Error::engine(format!("filtering table {}", self.name()), e)),
+            _ => Ok(batch),
+        }
+    }
+}
+
+impl std::fmt::Debug for Batcher<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let built: Vec<&str> = self.cuts.iter().map(|c| c.name()).collect();
+        f.debug_struct("Batcher").field("tables", &built).finish_non_exhaustive()
+    }
 }
 
 impl<'a> Batcher<'a> {
-    /// A batcher for a trace with this header, strings and stacks.
+    /// A batcher for a trace with this header, strings and stacks, that
+    /// builds what `reads` reads of the big tables.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Engine`] when a filter of `reads` does not plan (a bug).
     pub fn new(
         header: &'a FileHeader,
         strings: &'a HashMap<u32, String>,
         stacks: &'a Stacks,
-    ) -> Batcher<'a> {
+        reads: &Reads,
+    ) -> Result<Batcher<'a>> {
+        let cuts = tables::TABLES
+            .iter()
+            .filter_map(|t| reads.get(t.name))
+            .map(|r| Cut::new(r).map(Arc::new))
+            .collect::<Result<_>>()?;
         let mut b = Batcher {
             header,
             strings,
@@ -228,6 +346,7 @@ impl<'a> Batcher<'a> {
             call_site: vec![(None, None, None)],
             call_site_names: Dictionary::default(),
             call_site_files: Dictionary::default(),
+            cuts,
         };
         for id in 1..=stacks.stacks.len() as u32 {
             let t = stacks.type_of(id).map(|t| b.types.key(t));
@@ -237,7 +356,16 @@ impl<'a> Batcher<'a> {
             let file = site.and_then(|f| f.file.as_deref()).map(|f| b.call_site_files.key(f));
             b.call_site.push((name, file, site.and_then(|f| f.line)));
         }
-        b
+        Ok(b)
+    }
+
+    /// Whether big table `table` is built at all.
+    pub fn builds(&self, table: &str) -> bool {
+        self.cut(table).is_some()
+    }
+
+    fn cut(&self, table: &str) -> Option<Arc<Cut>> {
+        self.cuts.iter().find(|c| c.name() == table).cloned()
     }
 
     /// The text of string `id`; `<unknown string ID>` when the trace does
@@ -246,166 +374,250 @@ impl<'a> Batcher<'a> {
         strings.get(&id).cloned().unwrap_or_else(|| format!("<unknown string {id}>"))
     }
 
-    /// The `events` batch of `rows`.
+    /// The `events` batch of `rows`, of the columns and rows read; `None`
+    /// when the table is not built.
     ///
     /// # Errors
     ///
-    /// [`Error::Engine`] if a column does not match its schema (a bug).
-    pub fn events(&mut self, rows: EventRows) -> Result<RecordBatch> {
+    /// [`Error::Engine`] if a column does not match its schema (a bug) or
+    /// the filter fails.
+    pub fn events(&mut self, rows: EventRows) -> Result<Option<RecordBatch>> {
+        let Some(cut) = self.cut("events") else {
+            return Ok(None);
+        };
+        let mut rows = rows;
         let n = rows.len();
-        let has_size: Vec<bool> = rows
-            .kind
-            .iter()
-            .zip(&rows.size)
-            .map(|(&k, &s)| k != kind::TAG && s != NONE_U64)
-            .collect();
-        let has_align: Vec<bool> =
-            rows.kind.iter().map(|&k| k == kind::ALLOCATION || k == kind::REALLOCATION).collect();
-        let kinds = Int32Array::from_iter_values(rows.kind.iter().map(|&k| i32::from(k)));
-        let kind_values = Arc::new(StringArray::from_iter_values(event_kind::ALL));
-        let first = rows.first_event_id;
-        batch(
-            table("events"),
-            vec![
-                Arc::new(UInt64Array::from_iter_values(first..first + n as u64)),
-                Arc::new(Int64Array::from(rows.ts_ns)),
-                Arc::new(UInt32Array::from(rows.thread_id)),
-                Arc::new(
-                    DictionaryArray::<Int32Type>::try_new(kinds, kind_values)
-                        .expect("kind codes index the kind names"),
-                ),
-                Arc::new(UInt64Array::from(rows.address)),
-                Arc::new(nullable::<UInt64Type>(rows.size, has_size)),
-                Arc::new(nullable::<UInt64Type>(rows.align, has_align)),
-                Arc::new(UInt64Array::from(rows.old_address)),
-                Arc::new(sentinel_u64(rows.alloc_id)),
-            ],
-        )
+        // The filter's columns from a copy: building a column moves its
+        // values out.
+        let keep = match cut.predicate {
+            Some(_) => {
+                let mut copy = rows.clone();
+                cut.keep(n, |i| event_column(i, &mut copy))?
+            }
+            None => None,
+        };
+        let batch = cut.project(n, |i| event_column(i, &mut rows))?;
+        cut.filter(batch, keep.as_ref()).map(Some)
     }
 
-    /// The `allocations` batch of `rows`.
+    /// The `allocations` batch of `rows`, of the columns and rows read;
+    /// `None` when the table is not built. Only the columns of the filter
+    /// are built for every row, the others for the rows it keeps.
     ///
     /// # Errors
     ///
-    /// [`Error::Engine`] if a column does not match its schema (a bug).
-    pub fn allocations(&mut self, rows: &[Allocation]) -> Result<RecordBatch> {
-        let u64s = |f: fn(&Allocation) -> u64| UInt64Array::from_iter_values(rows.iter().map(f));
-        let freed: Vec<bool> = rows.iter().map(|a| a.end.is_some()).collect();
-        let ended = |f: fn(&Allocation, (i64, u32)) -> i64| {
-            let values = rows.iter().map(|a| a.end.map_or(0, |e| f(a, e))).collect();
-            nullable::<Int64Type>(values, freed.clone())
+    /// As [`Batcher::events`].
+    pub fn allocations(&mut self, rows: &[Allocation]) -> Result<Option<RecordBatch>> {
+        let Some(cut) = self.cut("allocations") else {
+            return Ok(None);
         };
-        let source = |a: &Allocation| {
-            if a.type_id != 0 {
-                TypeSource::Tag
-            } else if self.type_of_stack.get(a.stack_id as usize).copied().flatten().is_some() {
-                TypeSource::Frame
-            } else {
-                TypeSource::Unknown
+        let keep = cut.keep(rows.len(), |i| self.allocation_column(i, rows))?;
+        let kept: Vec<Allocation>;
+        let rows = match &keep {
+            Some(keep) if keep.true_count() < rows.len() => {
+                kept = rows
+                    .iter()
+                    .zip(keep.values())
+                    .filter(|(_, k)| *k)
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                &kept[..]
             }
+            _ => rows,
         };
-        let sources: Vec<TypeSource> = rows.iter().map(source).collect();
-        let mut type_keys = Vec::with_capacity(rows.len());
-        for (a, s) in rows.iter().zip(&sources) {
-            type_keys.push(match s {
-                TypeSource::Tag => Some(match self.type_of_string.get(&a.type_id) {
-                    Some(&k) => k,
-                    None => {
-                        let k = self.types.key(&Self::text(self.strings, a.type_id));
-                        self.type_of_string.insert(a.type_id, k);
-                        k
-                    }
-                }),
-                TypeSource::Frame => self.type_of_stack[a.stack_id as usize],
-                TypeSource::Unknown => None,
-            });
-        }
-        let mut var_keys = Vec::with_capacity(rows.len());
-        for a in rows {
-            var_keys.push((a.var_id != 0).then(|| match self.var_of_string.get(&a.var_id) {
-                Some(&k) => k,
-                None => {
-                    let k = self.vars.key(&Self::text(self.strings, a.var_id));
-                    self.var_of_string.insert(a.var_id, k);
-                    k
-                }
-            }));
-        }
+        cut.project(rows.len(), |i| self.allocation_column(i, rows)).map(Some)
+    }
+
+    /// The `anomalies` batch of `rows`, of the columns and rows read;
+    /// `None` when the table is not built.
+    ///
+    /// # Errors
+    ///
+    /// As [`Batcher::events`].
+    pub fn anomalies(&mut self, rows: &[Anomaly]) -> Result<Option<RecordBatch>> {
+        let Some(cut) = self.cut("anomalies") else {
+            return Ok(None);
+        };
+        let keep = cut.keep(rows.len(), |i| anomaly_column(i, rows))?;
+        let batch = cut.project(rows.len(), |i| anomaly_column(i, rows))?;
+        cut.filter(batch, keep.as_ref()).map(Some)
+    }
+
+    /// Column `index` of `allocations` for `rows`.
+    fn allocation_column(&mut self, index: usize, rows: &[Allocation]) -> ArrayRef {
+        let u64s = |f: fn(&Allocation) -> u64| UInt64Array::from_iter_values(rows.iter().map(f));
+        let ended = |f: fn(&Allocation, (i64, u32)) -> i64| {
+            let freed = rows.iter().map(|a| a.end.is_some()).collect();
+            let values = rows.iter().map(|a| a.end.map_or(0, |e| f(a, e))).collect();
+            nullable::<Int64Type>(values, freed)
+        };
         let site = |a: &Allocation| {
             self.call_site.get(a.stack_id as usize).copied().unwrap_or((None, None, None))
         };
-        let names = Int32Array::from_iter(rows.iter().map(|a| site(a).0));
-        let files = Int32Array::from_iter(rows.iter().map(|a| site(a).1));
-        let lines = UInt32Array::from_iter(rows.iter().map(|a| site(a).2));
-        let all = [TypeSource::Tag, TypeSource::Frame, TypeSource::Unknown];
-        let source_keys =
-            Int32Array::from_iter_values(sources.iter().map(|&s| {
-                all.iter().position(|&t| t == s).expect("every source is listed") as i32
-            }));
-        let source_values = Arc::new(StringArray::from_iter_values(all.iter().map(|t| t.name())));
-        let header = self.header;
-        batch(
-            table("allocations"),
-            vec![
-                Arc::new(u64s(|a| a.alloc_id)),
-                Arc::new(u64s(|a| a.address)),
-                Arc::new(u64s(|a| a.size)),
-                Arc::new(u64s(|a| a.align)),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| a.alloc_ts_ns))),
-                Arc::new(ended(|_, (ts, _)| ts)),
-                Arc::new(ended(|a, (ts, _)| ts.saturating_sub(a.alloc_ts_ns))),
-                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| a.alloc_thread_id))),
-                Arc::new(UInt32Array::from_iter(rows.iter().map(|a| a.end.map(|(_, t)| t)))),
-                Arc::new(self.types.column(Int32Array::from(type_keys))),
-                Arc::new(self.vars.column(Int32Array::from(var_keys))),
-                Arc::new(sentinel_u64(rows.iter().map(|a| a.realloc_from).collect())),
-                Arc::new(sentinel_u64(rows.iter().map(|a| a.realloc_to).collect())),
-                Arc::new(BooleanArray::from_iter(rows.iter().map(|a| Some(a.zeroed)))),
+        match table("allocations").columns[index].name {
+            "alloc_id" => Arc::new(u64s(|a| a.alloc_id)),
+            "address" => Arc::new(u64s(|a| a.address)),
+            "size" => Arc::new(u64s(|a| a.size)),
+            "align" => Arc::new(u64s(|a| a.align)),
+            "alloc_ts_ns" => {
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| a.alloc_ts_ns)))
+            }
+            "free_ts_ns" => Arc::new(ended(|_, (ts, _)| ts)),
+            "lifetime_ns" => Arc::new(ended(|a, (ts, _)| ts.saturating_sub(a.alloc_ts_ns))),
+            "alloc_thread_id" => {
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| a.alloc_thread_id)))
+            }
+            "free_thread_id" => {
+                Arc::new(UInt32Array::from_iter(rows.iter().map(|a| a.end.map(|(_, t)| t))))
+            }
+            "type_name" => {
+                let mut keys = Vec::with_capacity(rows.len());
+                for a in rows {
+                    keys.push(match self.type_source(a) {
+                        TypeSource::Tag => Some(match self.type_of_string.get(&a.type_id) {
+                            Some(&k) => k,
+                            None => {
+                                let k = self.types.key(&Self::text(self.strings, a.type_id));
+                                self.type_of_string.insert(a.type_id, k);
+                                k
+                            }
+                        }),
+                        TypeSource::Frame => self.type_of_stack[a.stack_id as usize],
+                        TypeSource::Unknown => None,
+                    });
+                }
+                Arc::new(self.types.column(Int32Array::from(keys)))
+            }
+            "var_name" => {
+                let mut keys = Vec::with_capacity(rows.len());
+                for a in rows {
+                    keys.push((a.var_id != 0).then(|| match self.var_of_string.get(&a.var_id) {
+                        Some(&k) => k,
+                        None => {
+                            let k = self.vars.key(&Self::text(self.strings, a.var_id));
+                            self.var_of_string.insert(a.var_id, k);
+                            k
+                        }
+                    }));
+                }
+                Arc::new(self.vars.column(Int32Array::from(keys)))
+            }
+            "realloc_from" => Arc::new(sentinel_u64(rows.iter().map(|a| a.realloc_from).collect())),
+            "realloc_to" => Arc::new(sentinel_u64(rows.iter().map(|a| a.realloc_to).collect())),
+            "zeroed" => Arc::new(BooleanArray::from_iter(rows.iter().map(|a| Some(a.zeroed)))),
+            "weight" => {
+                let header = self.header;
                 Arc::new(Float64Array::from_iter_values(
                     rows.iter().map(|a| 1.0 / header.sample_probability(a.size)),
-                )),
-                Arc::new(UInt32Array::from_iter(
-                    rows.iter().map(|a| (a.stack_id != 0).then_some(a.stack_id)),
-                )),
-                Arc::new(self.call_site_names.column(names)),
-                Arc::new(self.call_site_files.column(files)),
-                Arc::new(lines),
+                ))
+            }
+            "stack_id" => Arc::new(UInt32Array::from_iter(
+                rows.iter().map(|a| (a.stack_id != 0).then_some(a.stack_id)),
+            )),
+            "call_site" => {
+                let keys = Int32Array::from_iter(rows.iter().map(|a| site(a).0));
+                Arc::new(self.call_site_names.column(keys))
+            }
+            "call_site_file" => {
+                let keys = Int32Array::from_iter(rows.iter().map(|a| site(a).1));
+                Arc::new(self.call_site_files.column(keys))
+            }
+            "call_site_line" => Arc::new(UInt32Array::from_iter(rows.iter().map(|a| site(a).2))),
+            "type_source" => {
+                let all = [TypeSource::Tag, TypeSource::Frame, TypeSource::Unknown];
+                let keys = Int32Array::from_iter_values(rows.iter().map(|a| {
+                    let s = self.type_source(a);
+                    all.iter().position(|&t| t == s).expect("every source is listed") as i32
+                }));
+                let values = Arc::new(StringArray::from_iter_values(all.iter().map(|t| t.name())));
                 Arc::new(
-                    DictionaryArray::<Int32Type>::try_new(source_keys, source_values)
+                    DictionaryArray::<Int32Type>::try_new(keys, values)
                         .expect("keys index the values"),
-                ),
-            ],
-        )
+                )
+            }
+            other => unreachable!("allocations column {other} has no builder"),
+        }
     }
 
-    /// The `anomalies` batch of `rows`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Engine`] if a column does not match its schema (a bug).
-    pub fn anomalies(&mut self, rows: &[Anomaly]) -> Result<RecordBatch> {
-        let codes = Int32Array::from_iter_values(
-            rows.iter()
-                .map(|a| AnomalyKind::ALL.iter().position(|&k| k == a.kind).unwrap_or(0) as i32),
-        );
-        let names =
-            Arc::new(StringArray::from_iter_values(AnomalyKind::ALL.iter().map(|k| k.name())));
-        batch(
-            table("anomalies"),
-            vec![
-                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.event))),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| a.ts_ns))),
-                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| a.thread_id))),
-                Arc::new(
-                    DictionaryArray::<Int32Type>::try_new(codes, names)
-                        .expect("anomaly codes index the kind names"),
-                ),
-                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.address))),
-                Arc::new(UInt64Array::from_iter(
-                    rows.iter().map(|a| (a.alloc_id != NONE_U64).then_some(a.alloc_id)),
-                )),
-            ],
-        )
+    /// Where the type of allocation `a` comes from.
+    fn type_source(&self, a: &Allocation) -> TypeSource {
+        if a.type_id != 0 {
+            TypeSource::Tag
+        } else if self.type_of_stack.get(a.stack_id as usize).copied().flatten().is_some() {
+            TypeSource::Frame
+        } else {
+            TypeSource::Unknown
+        }
+    }
+}
+
+/// Column `index` of `events` for `rows`, taking the values it moves out
+/// of `rows` (each column is built once).
+fn event_column(index: usize, rows: &mut EventRows) -> ArrayRef {
+    // `kind` is never moved out: `size` and `align` read it.
+    let n = rows.kind.len();
+    match table("events").columns[index].name {
+        "event_id" => {
+            let first = rows.first_event_id;
+            Arc::new(UInt64Array::from_iter_values(first..first + n as u64))
+        }
+        "ts_ns" => Arc::new(Int64Array::from(std::mem::take(&mut rows.ts_ns))),
+        "thread_id" => Arc::new(UInt32Array::from(std::mem::take(&mut rows.thread_id))),
+        "kind" => {
+            let kinds = Int32Array::from_iter_values(rows.kind.iter().map(|&k| i32::from(k)));
+            let values = Arc::new(StringArray::from_iter_values(event_kind::ALL));
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(kinds, values)
+                    .expect("kind codes index the kind names"),
+            )
+        }
+        "address" => Arc::new(UInt64Array::from(std::mem::take(&mut rows.address))),
+        "size" => {
+            let has_size = rows
+                .kind
+                .iter()
+                .zip(&rows.size)
+                .map(|(&k, &s)| k != kind::TAG && s != NONE_U64)
+                .collect();
+            Arc::new(nullable::<UInt64Type>(std::mem::take(&mut rows.size), has_size))
+        }
+        "align" => {
+            let has_align = rows
+                .kind
+                .iter()
+                .map(|&k| k == kind::ALLOCATION || k == kind::REALLOCATION)
+                .collect();
+            Arc::new(nullable::<UInt64Type>(std::mem::take(&mut rows.align), has_align))
+        }
+        "old_address" => Arc::new(UInt64Array::from(std::mem::take(&mut rows.old_address))),
+        "alloc_id" => Arc::new(sentinel_u64(std::mem::take(&mut rows.alloc_id))),
+        other => unreachable!("events column {other} has no builder"),
+    }
+}
+
+/// Column `index` of `anomalies` for `rows`.
+fn anomaly_column(index: usize, rows: &[Anomaly]) -> ArrayRef {
+    match table("anomalies").columns[index].name {
+        "event_id" => Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.event))),
+        "ts_ns" => Arc::new(Int64Array::from_iter_values(rows.iter().map(|a| a.ts_ns))),
+        "thread_id" => Arc::new(UInt32Array::from_iter_values(rows.iter().map(|a| a.thread_id))),
+        "kind" => {
+            let codes =
+                Int32Array::from_iter_values(rows.iter().map(|a| {
+                    AnomalyKind::ALL.iter().position(|&k| k == a.kind).unwrap_or(0) as i32
+                }));
+            let names =
+                Arc::new(StringArray::from_iter_values(AnomalyKind::ALL.iter().map(|k| k.name())));
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(codes, names)
+                    .expect("anomaly codes index the kind names"),
+            )
+        }
+        "address" => Arc::new(UInt64Array::from_iter_values(rows.iter().map(|a| a.address))),
+        "alloc_id" => Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|a| (a.alloc_id != NONE_U64).then_some(a.alloc_id)),
+        )),
+        other => unreachable!("anomalies column {other} has no builder"),
     }
 }
 

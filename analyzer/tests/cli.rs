@@ -8,6 +8,8 @@ use std::path::Path;
 use common::*;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use memscope_analyzer::memory::MemoryLimit;
+use memscope_analyzer::query::SqlSource;
+use memscope_analyzer::reads::{self, Reads};
 use memscope_analyzer::{Input, Source};
 use memscope_schema::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use memscope_schema::tables::TABLES;
@@ -456,18 +458,28 @@ fn a_trace_over_the_memory_limit_is_queried_from_disk_with_the_same_answers() {
     let t = t.to_str().unwrap();
     let spill = dir.path().join("tmp");
     std::fs::create_dir(&spill).unwrap();
+    // What the leaks and lifetime queries read fits in memory whatever
+    // the limit; the third reads every column of `events` but `event_id`,
+    // which does not fit in 64 MiB; the last every column of `allocations`
+    // but `address`.
     let queries = [
         "leaks",
         "lifetime_histogram",
-        "SELECT kind, count(*) AS n, sum(size) AS bytes FROM events GROUP BY kind ORDER BY kind",
+        "SELECT kind, count(*) AS n, sum(size) AS bytes, sum(align) AS align, min(ts_ns) AS first, \
+         count(DISTINCT thread_id) AS threads, sum(address % 4096) AS a, \
+         sum(old_address % 4096) AS o, count(alloc_id) AS ids FROM events GROUP BY kind ORDER BY kind",
         "SELECT kind, count(*) AS n FROM anomalies GROUP BY kind ORDER BY kind",
+        "SELECT type_source, count(*) AS n, sum(size) AS bytes, sum(align) AS align, \
+         count(free_ts_ns) AS freed, sum(lifetime_ns) AS life, count(DISTINCT alloc_thread_id) AS t, \
+         count(free_thread_id) AS f, count(type_name) AS ty, count(var_name) AS v, \
+         count(realloc_from) AS rf, count(realloc_to) AS rt, sum(CAST(zeroed AS INT)) AS z, \
+         sum(weight) AS w, count(stack_id) AS s, count(call_site) AS cs, \
+         count(call_site_file) AS csf, sum(call_site_line) AS csl, min(alloc_ts_ns) AS first, \
+         max(alloc_id) AS last FROM allocations GROUP BY type_source ORDER BY type_source",
     ];
     for sql in queries {
         let in_memory = analyze(&[t, "--sql", sql, "--format", "csv"]);
         assert!(in_memory.status.success(), "{}", stderr(&in_memory));
-        // About 500 000 events, 220 000 of them allocations: either big
-        // table takes more than two fifths of 64 MiB, so the tables are
-        // written to $TMPDIR.
         let on_disk = std::process::Command::new(env!("CARGO_BIN_EXE_memscope-analyze"))
             .args([t, "--sql", sql, "--format", "csv", "--memory-limit", "64MiB"])
             .env("TMPDIR", &spill)
@@ -480,13 +492,24 @@ fn a_trace_over_the_memory_limit_is_queried_from_disk_with_the_same_answers() {
         let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
         assert!(left.is_empty(), "temporary files are removed: {left:?}");
     }
+    // About 500 000 events, 220 000 of them allocations: either big table
+    // whole takes more than two fifths of 64 MiB, so it is written to
+    // $TMPDIR; what the leaks query reads of them is kept in memory.
     let limit = MemoryLimit::parse("64MiB").unwrap();
-    for tables in [None, Some(&["allocations"][..]), Some(&["events"][..])] {
-        let spilled = Input::open_within(Path::new(t), limit, tables).unwrap();
-        assert!(matches!(spilled.source(), Source::Spilled { .. }), "{tables:?}");
+    let reads_of = |sql: &str| {
+        let source = SqlSource::resolve(sql, 1).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(reads::plan(&[source])).expect("plans")
+    };
+    let spilled = [Reads::all(), reads_of(queries[2])];
+    for reads in spilled {
+        let input = Input::open_within(Path::new(t), limit, reads.clone()).unwrap();
+        assert!(matches!(input.source(), Source::Spilled { .. }), "{reads:?}");
     }
-    let small = Input::open_within(Path::new(t), limit, Some(&["threads"])).unwrap();
-    assert!(matches!(small.source(), Source::Trace(_)));
+    for sql in ["leaks", "lifetime_histogram", "SELECT * FROM threads"] {
+        let input = Input::open_within(Path::new(t), limit, reads_of(sql)).unwrap();
+        assert!(matches!(input.source(), Source::Trace(_)), "{sql}");
+    }
     let whole = Input::open(Path::new(t)).unwrap();
     assert!(matches!(whole.source(), Source::Trace(_)));
 
@@ -497,4 +520,66 @@ fn a_trace_over_the_memory_limit_is_queried_from_disk_with_the_same_answers() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Building only what the SQL reads of the big tables (`reads::plan`)
+/// gives the answers of the whole tables, whatever the SQL: filters joined
+/// by OR across reads, views, tables made by the script, joins,
+/// subqueries, NULLs, limits.
+#[test]
+fn reading_only_what_the_sql_reads_gives_the_same_answers() {
+    let dir = temp_dir();
+    let t = busy_trace(dir.path(), 200_000);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = |input: &Input, source: &SqlSource| {
+        runtime.block_on(async {
+            let ctx = input.session().await.unwrap();
+            let results = memscope_analyzer::query::run(&ctx, source).await.unwrap();
+            results
+                .iter()
+                .map(|r| {
+                    datafusion::arrow::util::pretty::pretty_format_batches(&r.batches)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let whole = Input::open(&t).unwrap();
+    let mut sqls: Vec<String> = memscope_analyzer::query::BUILTIN_QUERIES
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    sqls.extend(
+        [
+            "SELECT COUNT(*) AS n FROM allocations",
+            "SELECT alloc_id, size FROM allocations WHERE size > 100 OR type_name IS NOT NULL \
+             ORDER BY alloc_id LIMIT 20",
+            "SELECT COUNT(*) AS n, SUM(size) AS bytes FROM allocations WHERE NOT (free_ts_ns IS NULL) \
+             AND lifetime_ns BETWEEN 1 AND 100000",
+            "CREATE VIEW big AS SELECT * FROM allocations WHERE size >= 512; \
+             SELECT (SELECT COUNT(*) FROM big) AS big, \
+                    (SELECT COUNT(*) FROM allocations WHERE alloc_thread_id = 2) AS second",
+            "CREATE TABLE leaked AS SELECT alloc_id, size FROM allocations WHERE free_ts_ns IS NULL; \
+             SELECT COUNT(*) AS n, SUM(size) AS bytes FROM leaked",
+            "SELECT e.kind, COUNT(*) AS n, SUM(a.size) AS bytes FROM events e \
+             JOIN allocations a ON a.alloc_id = e.alloc_id \
+             WHERE e.kind = 'deallocation' AND a.free_ts_ns IS NOT NULL GROUP BY e.kind",
+            "SELECT COUNT(*) AS n FROM allocations WHERE size > (SELECT AVG(size) FROM allocations)",
+            "SELECT kind, COUNT(*) AS n FROM anomalies WHERE address > 0 GROUP BY kind ORDER BY kind",
+            "SELECT event_id, ts_ns, size FROM events WHERE size IS NULL OR size = 0 \
+             ORDER BY event_id LIMIT 10",
+            "SELECT COUNT(*) AS n FROM allocations WHERE CASE WHEN size > 64 THEN type_name \
+             ELSE var_name END IS NULL",
+        ]
+        .map(String::from),
+    );
+    for (i, sql) in sqls.iter().enumerate() {
+        let source = SqlSource::resolve(sql, i + 1).unwrap();
+        let reads = runtime.block_on(reads::plan(std::slice::from_ref(&source))).expect("plans");
+        let cut = Input::open_within(&t, MemoryLimit::default(), reads.clone()).unwrap();
+        let expected = answer(&whole, &source);
+        assert!(expected.iter().any(|a| a.lines().count() > 4), "{sql}: {expected:?}");
+        assert_eq!(answer(&cut, &source), expected, "{sql}\n{reads:?}");
+    }
 }
