@@ -5,10 +5,13 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
+use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
@@ -107,11 +110,13 @@ pub fn output_dir(dir: &Path, run: Option<&str>) -> Result<PathBuf> {
 }
 
 /// Writes every table to `dir/<table>.parquet` as its batches come, a row
-/// group at a time: memory holds at most one row group per table. The
-/// files appear when [`ParquetSink::finish`] has written every table (each
-/// is a temporary file beside its output until then); dropped unfinished,
-/// the sink deletes its temporary files, and the directory when it made
-/// it.
+/// group at a time: memory holds at most one row group per table. Each
+/// table is encoded and compressed on a thread of its own, so that the big
+/// tables are written in parallel with each other and with the building
+/// of their batches. The files appear when [`ParquetSink::finish`] has
+/// written every table (each is a temporary file beside its output until
+/// then); dropped unfinished, the sink deletes its temporary files, and the
+/// directory when it made it.
 pub struct ParquetSink {
     dir: PathBuf,
     /// The directory, when the sink made it.
@@ -125,8 +130,36 @@ pub struct ParquetSink {
 struct TableWriter {
     table: &'static Table,
     pending: PendingFile,
-    writer: ArrowWriter<BufWriter<File>>,
     rows: u64,
+    /// Batches to the thread that writes them; `None` once closed.
+    batches: Option<SyncSender<RecordBatch>>,
+    /// The thread, which returns the writer once the batches end.
+    thread: Option<JoinHandle<std::result::Result<FileWriter, ParquetError>>>,
+}
+
+type FileWriter = ArrowWriter<BufWriter<File>>;
+
+/// Batches waiting for a table's writing thread: with the row group it
+/// holds, the most memory a table takes.
+const QUEUED_BATCHES: usize = 2;
+
+impl TableWriter {
+    /// Stops taking batches and waits for the thread to write those it
+    /// has; returns the writer.
+    fn close(&mut self) -> Result<FileWriter> {
+        self.batches = None;
+        let path = self.pending.path();
+        let thread = self.thread.take().ok_or_else(|| {
+            Error::engine(
+                format!("writing {}", path.display()),
+                ParquetError::General("the file was closed before".into()),
+            )
+        })?;
+        thread
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            .map_err(|e| Error::engine(format!("writing {}", path.display()), e))
+    }
 }
 
 impl ParquetSink {
@@ -167,10 +200,26 @@ impl ParquetSink {
                 Some(read) => read.schema(),
                 None => std::sync::Arc::new(table.schema()),
             };
-            let writer =
+            let mut writer =
                 ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties(table)))
                     .map_err(|e| Error::engine(format!("writing {}", path.display()), e))?;
-            sink.writers.push(TableWriter { table, pending, writer, rows: 0 });
+            let (batches, queue) = sync_channel::<RecordBatch>(QUEUED_BATCHES);
+            let thread = std::thread::Builder::new()
+                .name(format!("write {}", table.name))
+                .spawn(move || {
+                    for batch in queue {
+                        writer.write(&batch)?;
+                    }
+                    Ok(writer)
+                })
+                .map_err(|e| Error::io(&path, e))?;
+            sink.writers.push(TableWriter {
+                table,
+                pending,
+                rows: 0,
+                batches: Some(batches),
+                thread: Some(thread),
+            });
         }
         Ok(sink)
     }
@@ -188,10 +237,11 @@ impl ParquetSink {
             let path = w.pending.path().to_path_buf();
             crate::progress::stage(format!("finishing {} ({} rows)", path.display(), w.rows));
             let failed = |e| Error::engine(format!("writing {}", path.display()), e);
+            let mut writer = w.close()?;
             for kv in header_metadata(data, w.table.name) {
-                w.writer.append_key_value_metadata(kv);
+                writer.append_key_value_metadata(kv);
             }
-            let buffered = w.writer.into_inner().map_err(failed)?;
+            let buffered = writer.into_inner().map_err(failed)?;
             let file = buffered.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
             finished.push((w.pending, path, w.rows));
@@ -213,8 +263,12 @@ impl ParquetSink {
 
 impl Drop for ParquetSink {
     fn drop(&mut self) {
-        // Temporary files first (each deletes its own), then the directory
-        // when the sink made it and it is empty.
+        // The writing threads end once their batches do; then the
+        // temporary files (each deletes its own), then the directory when
+        // the sink made it and it is empty.
+        for w in &mut self.writers {
+            let _ = w.close();
+        }
         self.writers.clear();
         if let Some(dir) = &self.made_dir {
             let _ = std::fs::remove_dir(dir);
@@ -228,9 +282,16 @@ impl TableSink for ParquetSink {
             return Ok(());
         };
         w.rows += batch.num_rows() as u64;
-        w.writer
-            .write(&batch)
-            .map_err(|e| Error::engine(format!("writing {}", w.pending.path().display()), e))
+        let sent = w.batches.as_ref().is_some_and(|b| b.send(batch).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: it failed to write.
+        w.close().map(drop)?;
+        Err(Error::engine(
+            format!("writing {}", w.pending.path().display()),
+            ParquetError::General("the file was closed before".into()),
+        ))
     }
 
     fn reads(&self) -> &Reads {

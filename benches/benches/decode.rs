@@ -1,15 +1,18 @@
 //! Analyzer throughput on a synthetic 1-million-event trace: decoding the
 //! blocks (parallel), the first pass, pairing alone, both passes into Arrow
 //! tables in memory, both passes into a Parquet dataset, and the whole
-//! `--sql leaks` path.
+//! `--sql leaks` path (planning what the query reads, building only that,
+//! and running it, as `memscope-analyze TRACE --sql leaks` does).
 //!
 //! Run: `cargo bench -p memscope-benches --bench decode`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use memscope_analyzer::decode::TraceFile;
+use memscope_analyzer::memory::MemoryLimit;
 use memscope_analyzer::merge::{Events, Merger};
 use memscope_analyzer::pairing::{Pairer, Rows};
 use memscope_analyzer::query::{self, SqlSource};
+use memscope_analyzer::reads;
 use memscope_analyzer::scan::TraceIndex;
 use memscope_analyzer::{Input, convert, load, stream_trace};
 use memscope_benches::synthetic_trace;
@@ -62,7 +65,8 @@ fn benches(c: &mut Criterion) {
     g.bench_function("leaks_query_from_trace", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let input = Input::open(&path).unwrap();
+                let reads = reads::plan(std::slice::from_ref(&leaks)).await.unwrap();
+                let input = Input::open_within(&path, MemoryLimit::default(), reads).unwrap();
                 let ctx = input.session().await.unwrap();
                 query::run(&ctx, &leaks).await.unwrap()
             })
