@@ -56,32 +56,35 @@ impl Events {
         self.ts_ns.is_empty()
     }
 
-    /// Moves the events of `other` to the end.
-    pub fn append(&mut self, mut other: Events) {
-        self.ts_ns.append(&mut other.ts_ns);
-        self.thread_id.append(&mut other.thread_id);
-        self.kind.append(&mut other.kind);
-        self.address.append(&mut other.address);
-        self.size.append(&mut other.size);
-        self.align.append(&mut other.align);
-        self.old_address.append(&mut other.old_address);
-        self.zeroed.append(&mut other.zeroed);
-        self.stack_id.append(&mut other.stack_id);
-        self.tag.append(&mut other.tag);
+    /// A copy of the last `n` events (all of them when fewer).
+    pub fn tail(&self, n: usize) -> Events {
+        let from = self.len().saturating_sub(n);
+        Events {
+            ts_ns: self.ts_ns[from..].to_vec(),
+            thread_id: self.thread_id[from..].to_vec(),
+            kind: self.kind[from..].to_vec(),
+            address: self.address[from..].to_vec(),
+            size: self.size[from..].to_vec(),
+            align: self.align[from..].to_vec(),
+            old_address: self.old_address[from..].to_vec(),
+            zeroed: self.zeroed[from..].to_vec(),
+            stack_id: self.stack_id[from..].to_vec(),
+            tag: self.tag[from..].to_vec(),
+        }
     }
 
-    /// Removes the first `n` events.
-    pub fn consume(&mut self, n: usize) {
-        self.ts_ns.drain(..n);
-        self.thread_id.drain(..n);
-        self.kind.drain(..n);
-        self.address.drain(..n);
-        self.size.drain(..n);
-        self.align.drain(..n);
-        self.old_address.drain(..n);
-        self.zeroed.drain(..n);
-        self.stack_id.drain(..n);
-        self.tag.drain(..n);
+    /// Makes room for `n` more events.
+    fn reserve(&mut self, n: usize) {
+        self.ts_ns.reserve(n);
+        self.thread_id.reserve(n);
+        self.kind.reserve(n);
+        self.address.reserve(n);
+        self.size.reserve(n);
+        self.align.reserve(n);
+        self.old_address.reserve(n);
+        self.zeroed.reserve(n);
+        self.stack_id.reserve(n);
+        self.tag.reserve(n);
     }
 
     fn push(&mut self, b: &BlockEvents, e: usize, tag: (u32, u32), scale: &TimeScale) {
@@ -196,6 +199,14 @@ impl Merger {
     /// hold no event earlier than `bound`.
     pub fn drain(&mut self, bound: Option<u64>, out: &mut Events) {
         let below = |k: &(u64, u8, u32)| bound.is_none_or(|b| k.0 < b);
+        // Room for every event pushed and not yet emitted, the most this
+        // emits: growing the columns as it goes copied them over and over.
+        let pending: usize = self
+            .streams
+            .iter()
+            .map(|s| s.blocks.iter().map(BlockEvents::len).sum::<usize>() - s.event)
+            .sum();
+        out.reserve(pending);
         let mut heap = BinaryHeap::with_capacity(self.streams.len());
         for (s, stream) in self.streams.iter_mut().enumerate() {
             if stream.settle() {

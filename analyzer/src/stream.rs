@@ -27,7 +27,7 @@ use crate::decode::{BlockEvents, kind};
 use crate::error::Result;
 use crate::merge::{Events, Merger};
 use crate::model::{Thread, TraceData};
-use crate::pairing::{EventRows, Pairer, Rows};
+use crate::pairing::{EventRows, Pairer, REORDER_LOOKAHEAD, Rows};
 use crate::scan::{BlockSummary, TraceIndex};
 use crate::stacks::Stacks;
 use crate::tables::{BATCH_ROWS, Batcher, TableSink, small_tables};
@@ -122,12 +122,13 @@ pub fn run(
         let (rows_tx, rows_rx) = sync_channel::<Rows>(1);
         let pairing = scope.spawn(move || {
             let mut pairer = Pairer::new(tags);
-            let mut events = Events::default();
-            for (chunk, last) in events_rx {
-                events.append(chunk);
+            for (events, last) in events_rx {
                 let mut rows = Rows { skip_events, ..Rows::default() };
                 let n = pairer.pair(&events, last, &mut rows);
-                events.consume(n);
+                // The events it left come again at the front of the next
+                // chunk (see `merge_chunks`).
+                let waiting = if last { 0 } else { events.len().min(REORDER_LOOKAHEAD) };
+                debug_assert_eq!(n, events.len() - waiting);
                 if last {
                     pairer.finish(&mut rows);
                 }
@@ -238,6 +239,7 @@ fn merge_chunks(
     let mut merger = Merger::new(scale);
     let mut undefined_stack_refs = 0;
     let mut undefined_string_refs = 0;
+    let mut carried = Events::default();
     for (c, chunk) in chunks.iter().enumerate() {
         let decoded: Vec<std::result::Result<(BlockEvents, u64), Reread>> = chunk
             .par_iter()
@@ -274,17 +276,24 @@ fn merge_chunks(
         }
         // Later blocks hold nothing earlier than the next one's first time.
         let bound = chunks.get(c + 1).map(|next| next[0].first_q);
-        let mut events = Events::default();
+        // Pairing leaves the last events of a chunk unpaired, to look
+        // ahead of the others: they start the next chunk. Copying those few
+        // here saves the pairing stage from copying every chunk after
+        // them.
+        let mut events = std::mem::take(&mut carried);
+        let carried_len = events.len();
         merger.drain(bound, &mut events);
-        undefined_string_refs += events
-            .kind
+        undefined_string_refs += events.kind[carried_len..]
             .iter()
-            .zip(&events.tag)
+            .zip(&events.tag[carried_len..])
             .filter(|&(&k, &(type_id, var_id))| {
                 k == kind::TAG
                     && [type_id, var_id].iter().any(|id| *id != 0 && !strings.contains_key(id))
             })
             .count() as u64;
+        if bound.is_some() {
+            carried = events.tail(REORDER_LOOKAHEAD);
+        }
         if out.send((events, bound.is_none())).is_err() {
             break;
         }
