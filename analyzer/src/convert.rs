@@ -110,7 +110,8 @@ pub fn output_dir(dir: &Path, run: Option<&str>) -> Result<PathBuf> {
 }
 
 /// Writes every table to `dir/<table>.parquet` as its batches come, a row
-/// group at a time: memory holds at most one row group per table. Each
+/// group at a time: memory holds at most one row group per table, and
+/// [`QUEUED_BATCHES`] batches on their way to it. Each
 /// table is encoded and compressed on a thread of its own, so that the big
 /// tables are written in parallel with each other and with the building
 /// of their batches. The files appear when [`ParquetSink::finish`] has
@@ -129,36 +130,65 @@ pub struct ParquetSink {
 /// One table's file being written.
 struct TableWriter {
     table: &'static Table,
+    /// Declared before `pending`, so that it is dropped (its thread ends)
+    /// before the temporary file is deleted.
+    writing: WritingThread,
     pending: PendingFile,
     rows: u64,
-    /// Batches to the thread that writes them; `None` once closed.
-    batches: Option<SyncSender<RecordBatch>>,
-    /// The thread, which returns the writer once the batches end.
-    thread: Option<JoinHandle<std::result::Result<FileWriter, ParquetError>>>,
 }
 
 type FileWriter = ArrowWriter<BufWriter<File>>;
 
 /// Batches waiting for a table's writing thread: with the row group it
 /// holds, the most memory a table takes.
-const QUEUED_BATCHES: usize = 2;
+pub const QUEUED_BATCHES: usize = 2;
 
-impl TableWriter {
+/// The thread that encodes and writes one table's batches.
+struct WritingThread {
+    /// Batches to the thread; `None` once closed.
+    batches: Option<SyncSender<RecordBatch>>,
+    /// The thread, which returns the writer once the batches end.
+    thread: Option<JoinHandle<std::result::Result<FileWriter, ParquetError>>>,
+}
+
+impl WritingThread {
+    /// Starts writing with `writer` on a thread named after `table`.
+    fn start(table: &str, mut writer: FileWriter) -> std::io::Result<WritingThread> {
+        let (batches, queue) = sync_channel::<RecordBatch>(QUEUED_BATCHES);
+        let thread =
+            std::thread::Builder::new().name(format!("write {table}")).spawn(move || {
+                for batch in queue {
+                    writer.write(&batch)?;
+                }
+                Ok(writer)
+            })?;
+        Ok(WritingThread { batches: Some(batches), thread: Some(thread) })
+    }
+
+    /// Hands `batch` to the thread; false when the thread has stopped (it
+    /// failed: [`WritingThread::close`] says why).
+    fn send(&self, batch: RecordBatch) -> bool {
+        self.batches.as_ref().is_some_and(|b| b.send(batch).is_ok())
+    }
+
     /// Stops taking batches and waits for the thread to write those it
-    /// has; returns the writer.
-    fn close(&mut self) -> Result<FileWriter> {
+    /// has; returns the writer, or why it failed.
+    fn close(&mut self) -> std::result::Result<FileWriter, ParquetError> {
         self.batches = None;
-        let path = self.pending.path();
-        let thread = self.thread.take().ok_or_else(|| {
-            Error::engine(
-                format!("writing {}", path.display()),
-                ParquetError::General("the file was closed before".into()),
-            )
-        })?;
-        thread
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            .map_err(|e| Error::engine(format!("writing {}", path.display()), e))
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => Err(ParquetError::General("the file was closed before".into())),
+        }
+    }
+}
+
+impl Drop for WritingThread {
+    fn drop(&mut self) {
+        // Its failure, or its panic, goes with the unfinished file.
+        self.batches = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -200,26 +230,12 @@ impl ParquetSink {
                 Some(read) => read.schema(),
                 None => std::sync::Arc::new(table.schema()),
             };
-            let mut writer =
+            let writer =
                 ArrowWriter::try_new(BufWriter::new(file), schema, Some(properties(table)))
                     .map_err(|e| Error::engine(format!("writing {}", path.display()), e))?;
-            let (batches, queue) = sync_channel::<RecordBatch>(QUEUED_BATCHES);
-            let thread = std::thread::Builder::new()
-                .name(format!("write {}", table.name))
-                .spawn(move || {
-                    for batch in queue {
-                        writer.write(&batch)?;
-                    }
-                    Ok(writer)
-                })
-                .map_err(|e| Error::io(&path, e))?;
-            sink.writers.push(TableWriter {
-                table,
-                pending,
-                rows: 0,
-                batches: Some(batches),
-                thread: Some(thread),
-            });
+            let writing =
+                WritingThread::start(table.name, writer).map_err(|e| Error::io(&path, e))?;
+            sink.writers.push(TableWriter { table, writing, pending, rows: 0 });
         }
         Ok(sink)
     }
@@ -237,7 +253,7 @@ impl ParquetSink {
             let path = w.pending.path().to_path_buf();
             crate::progress::stage(format!("finishing {} ({} rows)", path.display(), w.rows));
             let failed = |e| Error::engine(format!("writing {}", path.display()), e);
-            let mut writer = w.close()?;
+            let mut writer = w.writing.close().map_err(failed)?;
             for kv in header_metadata(data, w.table.name) {
                 writer.append_key_value_metadata(kv);
             }
@@ -263,12 +279,8 @@ impl ParquetSink {
 
 impl Drop for ParquetSink {
     fn drop(&mut self) {
-        // The writing threads end once their batches do; then the
-        // temporary files (each deletes its own), then the directory when
-        // the sink made it and it is empty.
-        for w in &mut self.writers {
-            let _ = w.close();
-        }
+        // The temporary files first (each writer deletes its own), then
+        // the directory when the sink made it and it is empty.
         self.writers.clear();
         if let Some(dir) = &self.made_dir {
             let _ = std::fs::remove_dir(dir);
@@ -282,16 +294,13 @@ impl TableSink for ParquetSink {
             return Ok(());
         };
         w.rows += batch.num_rows() as u64;
-        let sent = w.batches.as_ref().is_some_and(|b| b.send(batch).is_ok());
-        if sent {
+        if w.writing.send(batch) {
             return Ok(());
         }
-        // The thread stopped: it failed to write.
-        w.close().map(drop)?;
-        Err(Error::engine(
-            format!("writing {}", w.pending.path().display()),
-            ParquetError::General("the file was closed before".into()),
-        ))
+        let failed = w.writing.close().err().unwrap_or_else(|| {
+            ParquetError::General("the writing thread stopped without an error".into())
+        });
+        Err(Error::engine(format!("writing {}", w.pending.path().display()), failed))
     }
 
     fn reads(&self) -> &Reads {

@@ -450,8 +450,14 @@ impl Input {
     pub async fn session(&self) -> Result<SessionContext> {
         let ctx = query::new_session_with(self.limit.runtime()?);
         match &self.source {
-            Source::Trace(l) => query::register_tables(&ctx, &l.tables)?,
-            Source::Spilled { dir, .. } => query::register_dataset(&ctx, dir.path()).await?,
+            Source::Trace(l) => {
+                query::register_tables(&ctx, &l.tables)?;
+                reads::show_whole_tables(&ctx).await?;
+            }
+            Source::Spilled { dir, .. } => {
+                query::register_dataset(&ctx, dir.path()).await?;
+                reads::show_whole_tables(&ctx).await?;
+            }
             Source::Dataset(dir) => query::register_dataset(&ctx, dir).await?,
             Source::Runs(dir) => query::register_runs(&ctx, dir).await?,
         }

@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::{Column, DFSchema, internal_err};
 use datafusion::datasource::TableType;
+use datafusion::datasource::source_as_provider;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::utils::{conjunction, disjunction};
 use datafusion::logical_expr::{
-    DdlStatement, Expr, LogicalPlan, TableProviderFilterPushDown, WriteOp,
+    DdlStatement, Expr, LogicalPlan, Statement, TableProviderFilterPushDown, Volatility, WriteOp,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -187,6 +188,113 @@ impl TableProvider for Shape {
     }
 }
 
+/// A big table of which only some columns were built, or none: it shows
+/// the table's whole schema, so that SQL plans as it did when [`plan`]
+/// found what it reads, and reads the built columns from `inner`. A scan of
+/// a column that was not built is an error, never a column of NULLs (the
+/// SQL read it after all: a bug).
+#[derive(Debug)]
+pub struct PartialTable {
+    table: &'static Table,
+    schema: SchemaRef,
+    /// The built columns; `None` when the table was not built at all.
+    inner: Option<Arc<dyn TableProvider>>,
+    /// For each of the table's columns, its index in `inner`.
+    built: Vec<Option<usize>>,
+}
+
+impl PartialTable {
+    /// `table` with the columns of `inner` (by name), or with none.
+    pub fn new(table: &'static Table, inner: Option<Arc<dyn TableProvider>>) -> PartialTable {
+        let built = table
+            .columns
+            .iter()
+            .map(|c| inner.as_ref().and_then(|i| i.schema().index_of(c.name).ok()))
+            .collect();
+        PartialTable { table, schema: Arc::new(table.schema()), inner, built }
+    }
+}
+
+#[async_trait]
+impl TableProvider for PartialTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let name = self.table.name;
+        let Some(inner) = &self.inner else {
+            return internal_err!(
+                "table {name} was read but not built: the SQL reads more than it seemed to"
+            );
+        };
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.built.len()).collect(),
+        };
+        let mut columns = Vec::with_capacity(wanted.len());
+        for i in wanted {
+            match self.built.get(i).copied().flatten() {
+                Some(b) => columns.push(b),
+                None => {
+                    let column = self.table.columns.get(i).map_or("?", |c| c.name);
+                    return internal_err!(
+                        "column {column} of table {name} was read but not built: the SQL reads more than it seemed to"
+                    );
+                }
+            }
+        }
+        inner.scan(state, Some(&columns), filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        match &self.inner {
+            Some(inner) => inner.supports_filters_pushdown(filters),
+            None => Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]),
+        }
+    }
+}
+
+/// Gives each big table registered in `ctx` with only some of its columns
+/// (as a query straight from a trace builds them) the table's whole schema
+/// ([`PartialTable`]), and registers those not built at all, so that every
+/// statement plans as it did in [`plan`].
+///
+/// # Errors
+///
+/// [`Error::Engine`] when DataFusion refuses a table.
+pub async fn show_whole_tables(ctx: &SessionContext) -> Result<()> {
+    for table in TABLES.iter().copied().filter(|t| is_big(t.name)) {
+        let failed = |e| Error::engine(format!("registering table {}", table.name), e);
+        let inner = if ctx.table_exist(table.name).map_err(failed)? {
+            let inner = ctx.table_provider(table.name).await.map_err(failed)?;
+            if inner.schema().fields().len() == table.columns.len() {
+                continue;
+            }
+            ctx.deregister_table(table.name).map_err(failed)?;
+            Some(inner)
+        } else {
+            None
+        };
+        ctx.register_table(table.name, Arc::new(PartialTable::new(table, inner)))
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
 /// The scans of one big table found so far: for each, its columns and its
 /// filters (`None`: every row).
 #[derive(Default)]
@@ -197,7 +305,8 @@ struct Scans {
 
 /// What the statements of `sources`, run in order, read of the big tables,
 /// when that can be told: `None` when a statement does not plan, writes
-/// into one of the analyzer's tables, describes one, or reads anything but
+/// into one of the analyzer's tables, describes one, is a prepared
+/// statement (`PREPARE`, `EXECUTE`), or reads anything but
 /// the analyzer's tables by name (`information_schema`, say), so that every
 /// table must be there whole.
 ///
@@ -216,7 +325,12 @@ pub async fn plan(sources: &[SqlSource]) -> Option<Reads> {
         for statement in DFParser::parse_sql(&source.text).ok()? {
             let plan = ctx.state().statement_to_plan(statement).await.ok()?;
             match &plan {
-                LogicalPlan::DescribeTable(_) => return None,
+                // What a prepared statement reads shows when it runs, with
+                // its parameters.
+                LogicalPlan::DescribeTable(_)
+                | LogicalPlan::Statement(Statement::Prepare(_) | Statement::Execute(_)) => {
+                    return None;
+                }
                 LogicalPlan::Dml(dml)
                     if dml.op != WriteOp::Ctas
                         && TABLES.iter().any(|t| t.name == dml.table_name.table()) =>
@@ -225,7 +339,7 @@ pub async fn plan(sources: &[SqlSource]) -> Option<Reads> {
                 }
                 LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
                     let optimized = ctx.state().optimize(&create.input).ok()?;
-                    record(&optimized, &mut scans)?;
+                    record(&optimized, reads_the_clock(&create.input), &mut scans)?;
                     let schema = Arc::new(create.input.schema().as_arrow().clone());
                     let empty = MemTable::try_new(schema, vec![Vec::new()]).ok()?;
                     ctx.deregister_table(create.name.clone()).ok()?;
@@ -236,7 +350,7 @@ pub async fn plan(sources: &[SqlSource]) -> Option<Reads> {
                 }
                 _ => {
                     let optimized = ctx.state().optimize(&plan).ok()?;
-                    record(&optimized, &mut scans)?;
+                    record(&optimized, reads_the_clock(&plan), &mut scans)?;
                 }
             }
         }
@@ -266,8 +380,14 @@ pub async fn plan(sources: &[SqlSource]) -> Option<Reads> {
 }
 
 /// Adds the scans of the big tables in `plan` (subqueries included) to
-/// `scans`; `None` when the plan reads a table outside the default schema.
-fn record(plan: &LogicalPlan, scans: &mut [(&'static Table, Scans)]) -> Option<()> {
+/// `scans`, as reading every row when `every_row`; `None` when the plan
+/// reads a table outside the default schema. Scans of tables the SQL made
+/// itself, even under the name of one of ours, are not ours.
+fn record(
+    plan: &LogicalPlan,
+    every_row: bool,
+    scans: &mut [(&'static Table, Scans)],
+) -> Option<()> {
     let mut foreign = false;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
@@ -275,20 +395,42 @@ fn record(plan: &LogicalPlan, scans: &mut [(&'static Table, Scans)]) -> Option<(
                 foreign = true;
                 return Ok(TreeNodeRecursion::Stop);
             }
+            let ours = source_as_provider(&scan.source).is_ok_and(|p| p.is::<Shape>());
             if let Some((table, s)) =
-                scans.iter_mut().find(|(t, _)| t.name == scan.table_name.table())
+                scans.iter_mut().find(|(t, _)| ours && t.name == scan.table_name.table())
             {
                 match &scan.projection {
                     Some(p) => s.columns.extend(p),
                     None => s.columns.extend(0..table.columns.len()),
                 }
-                s.filters.push(rows_kept(&scan.filters));
+                s.filters.push(if every_row { None } else { rows_kept(&scan.filters) });
             }
         }
         Ok(TreeNodeRecursion::Continue)
     })
     .ok()?;
     (!foreign).then_some(())
+}
+
+/// Whether `plan` calls a function whose value depends on when it runs
+/// (`now()`, `current_date`): planning folds it into a constant, which the
+/// real run would fold into another.
+fn reads_the_clock(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let stable = e.exists(|e| {
+                Ok(matches!(e, Expr::ScalarFunction(f)
+                    if f.func.signature().volatility == Volatility::Stable))
+            });
+            if stable.unwrap_or(true) {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The conjunction of the filters of a scan that can be evaluated on the
@@ -398,12 +540,33 @@ mod tests {
     }
 
     #[test]
+    fn filters_on_the_clock_keep_every_row() {
+        let r = reads("SELECT size FROM allocations WHERE alloc_ts_ns < to_unixtime(now())")
+            .expect("plans");
+        assert!(r.get("allocations").expect("reads allocations").filter.is_none());
+    }
+
+    #[test]
+    fn tables_of_the_script_under_our_names_are_not_ours() {
+        let r = reads(
+            "CREATE OR REPLACE TABLE anomalies AS SELECT * FROM allocations WHERE size > 8;
+             SELECT weight FROM anomalies WHERE weight > 1",
+        )
+        .expect("plans");
+        assert!(r.get("anomalies").is_none());
+        let a = r.get("allocations").expect("reads allocations");
+        assert_eq!(a.filter.as_ref().map(ToString::to_string).as_deref(), Some("size > UInt64(8)"));
+        assert_eq!(a.columns.len(), a.table.columns.len());
+    }
+
+    #[test]
     fn what_cannot_be_told_reads_everything() {
         for sql in [
             "SELECT * FROM information_schema.columns",
             "DESCRIBE allocations",
             "SELECT nonsense FROM allocations",
             "INSERT INTO anomalies SELECT * FROM anomalies",
+            "PREPARE big(BIGINT) AS SELECT size FROM allocations WHERE size > $1; EXECUTE big(10)",
         ] {
             assert!(reads(sql).is_none(), "{sql}");
         }

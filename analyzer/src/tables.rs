@@ -73,7 +73,7 @@ pub trait TableSink {
 pub struct MemorySink {
     batches: HashMap<&'static str, Vec<RecordBatch>>,
     reads: Reads,
-    /// Bytes of the batches kept, by [`RecordBatch::get_array_memory_size`].
+    /// Bytes of the batches kept (see [`MemorySink::bytes`]).
     bytes: usize,
 }
 
@@ -95,8 +95,12 @@ impl MemorySink {
         MemorySink { batches: HashMap::new(), reads, bytes: 0 }
     }
 
-    /// Bytes of the batches kept so far (a dictionary shared by batches
-    /// counts once per batch).
+    /// Bytes of the batches kept so far, by
+    /// [`Array::get_array_memory_size`], without the values of dictionary
+    /// columns: every batch of a table shares them, and they hold the
+    /// trace's strings and call sites, which memory holds anyway. (Counted
+    /// with each batch, a query that keeps a few rows of each chunk would
+    /// count the same dictionary thousands of times over.)
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -137,7 +141,14 @@ impl MemorySink {
 impl TableSink for MemorySink {
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
         if self.reads.wants(table.name) {
-            self.bytes += batch.get_array_memory_size();
+            self.bytes += batch
+                .columns()
+                .iter()
+                .map(|c| match c.as_any_dictionary_opt() {
+                    Some(d) => d.keys().get_array_memory_size(),
+                    None => c.get_array_memory_size(),
+                })
+                .sum::<usize>();
             self.batches.entry(table.name).or_default().push(batch);
         }
         Ok(())

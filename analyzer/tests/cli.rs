@@ -571,15 +571,31 @@ fn reading_only_what_the_sql_reads_gives_the_same_answers() {
              ORDER BY event_id LIMIT 10",
             "SELECT COUNT(*) AS n FROM allocations WHERE CASE WHEN size > 64 THEN type_name \
              ELSE var_name END IS NULL",
+            // Columns that plans drop are still there to plan against.
+            "WITH a AS (SELECT alloc_id, size, type_name FROM allocations) \
+             SELECT COUNT(alloc_id) AS n FROM a",
+            "SELECT n FROM (SELECT COUNT(*) AS n, SUM(size) AS b FROM allocations)",
+            "CREATE VIEW v AS SELECT size, weight FROM allocations; SELECT SUM(size) AS s FROM v",
+            "CREATE VIEW w AS SELECT * FROM events; SELECT COUNT(*) AS n FROM allocations",
+            "SELECT (SELECT COUNT(*) FROM (SELECT * FROM events LIMIT 0)) AS none, \
+             (SELECT COUNT(*) FROM anomalies WHERE false) AS no, COUNT(*) AS n FROM allocations",
+            // What cannot be told builds everything.
+            "SELECT COUNT(*) AS big FROM allocations WHERE size > 4096; \
+             PREPARE p AS SELECT COUNT(*) AS n FROM allocations; EXECUTE p",
+            // A table of the script under one of our names is not ours.
+            "CREATE OR REPLACE TABLE anomalies AS SELECT * FROM allocations WHERE size > 8; \
+             SELECT COUNT(weight) AS n, SUM(address % 7) AS a FROM anomalies",
+            "SELECT COUNT(*) AS n FROM allocations WHERE alloc_ts_ns < to_unixtime(now())",
         ]
         .map(String::from),
     );
     for (i, sql) in sqls.iter().enumerate() {
         let source = SqlSource::resolve(sql, i + 1).unwrap();
-        let reads = runtime.block_on(reads::plan(std::slice::from_ref(&source))).expect("plans");
+        let reads =
+            runtime.block_on(reads::plan(std::slice::from_ref(&source))).unwrap_or_else(Reads::all);
         let cut = Input::open_within(&t, MemoryLimit::default(), reads.clone()).unwrap();
         let expected = answer(&whole, &source);
-        assert!(expected.iter().any(|a| a.lines().count() > 4), "{sql}: {expected:?}");
+        assert!(expected.iter().any(|a| a.lines().count() >= 4), "{sql}: {expected:?}");
         assert_eq!(answer(&cut, &source), expected, "{sql}\n{reads:?}");
     }
 }
