@@ -33,6 +33,11 @@ pub const ROW_GROUP_ROWS: usize = 1 << 20;
 const DELTA_COLUMNS: [&str; 7] =
     ["event_id", "ts_ns", "alloc_id", "alloc_ts_ns", "free_ts_ns", "address", "old_address"];
 
+/// Columns with so many distinct values (lifetimes, and ids that are
+/// mostly NULL) that a dictionary would outgrow its page and be dropped
+/// after every value had been looked up in it: plain, without one.
+const PLAIN_COLUMNS: [&str; 3] = ["lifetime_ns", "realloc_from", "realloc_to"];
+
 /// Footer metadata describing the trace: `memscope.*` keys.
 pub fn header_metadata(data: &TraceData, table: &str) -> Vec<KeyValue> {
     let h = &data.header;
@@ -55,7 +60,9 @@ pub fn header_metadata(data: &TraceData, table: &str) -> Vec<KeyValue> {
 /// Writer settings for one table.
 fn properties(table: &Table) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+        // Level 1: at 1e7 events, 5 % less time for `convert` than level 3,
+        // for files 0.6 % larger.
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for c in table.columns {
         if DELTA_COLUMNS.contains(&c.name) && matches!(c.ty, ColumnType::UInt64 | ColumnType::Int64)
@@ -64,6 +71,8 @@ fn properties(table: &Table) -> WriterProperties {
             b = b
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        } else if PLAIN_COLUMNS.contains(&c.name) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(c.name), false);
         }
     }
     b.build()
