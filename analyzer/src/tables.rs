@@ -398,16 +398,10 @@ impl<'a> Batcher<'a> {
         };
         let mut rows = rows;
         let n = rows.len();
-        // The filter's columns from a copy: building a column moves its
-        // values out.
-        let keep = match cut.predicate {
-            Some(_) => {
-                let mut copy = rows.clone();
-                cut.keep(n, |i| event_column(i, &mut copy))?
-            }
-            None => None,
-        };
-        let batch = cut.project(n, |i| event_column(i, &mut rows))?;
+        // The filter's columns from copies of their values, the batch's
+        // by moving them.
+        let keep = cut.keep(n, |i| event_column(i, &mut rows, false))?;
+        let batch = cut.project(n, |i| event_column(i, &mut rows, true))?;
         cut.filter(batch, keep.as_ref()).map(Some)
     }
 
@@ -562,9 +556,12 @@ impl<'a> Batcher<'a> {
     }
 }
 
-/// Column `index` of `events` for `rows`, taking the values it moves out
-/// of `rows` (each column is built once).
-fn event_column(index: usize, rows: &mut EventRows) -> ArrayRef {
+/// Column `index` of `events` for `rows`: with `take`, moving its values
+/// out of `rows` (so each column is built once), else copying them.
+fn event_column(index: usize, rows: &mut EventRows, take: bool) -> ArrayRef {
+    fn values<T: Clone>(v: &mut Vec<T>, take: bool) -> Vec<T> {
+        if take { std::mem::take(v) } else { v.clone() }
+    }
     // `kind` is never moved out: `size` and `align` read it.
     let n = rows.kind.len();
     match table("events").columns[index].name {
@@ -572,8 +569,8 @@ fn event_column(index: usize, rows: &mut EventRows) -> ArrayRef {
             let first = rows.first_event_id;
             Arc::new(UInt64Array::from_iter_values(first..first + n as u64))
         }
-        "ts_ns" => Arc::new(Int64Array::from(std::mem::take(&mut rows.ts_ns))),
-        "thread_id" => Arc::new(UInt32Array::from(std::mem::take(&mut rows.thread_id))),
+        "ts_ns" => Arc::new(Int64Array::from(values(&mut rows.ts_ns, take))),
+        "thread_id" => Arc::new(UInt32Array::from(values(&mut rows.thread_id, take))),
         "kind" => {
             let kinds = Int32Array::from_iter_values(rows.kind.iter().map(|&k| i32::from(k)));
             let values = Arc::new(StringArray::from_iter_values(event_kind::ALL));
@@ -582,7 +579,7 @@ fn event_column(index: usize, rows: &mut EventRows) -> ArrayRef {
                     .expect("kind codes index the kind names"),
             )
         }
-        "address" => Arc::new(UInt64Array::from(std::mem::take(&mut rows.address))),
+        "address" => Arc::new(UInt64Array::from(values(&mut rows.address, take))),
         "size" => {
             let has_size = rows
                 .kind
@@ -590,7 +587,7 @@ fn event_column(index: usize, rows: &mut EventRows) -> ArrayRef {
                 .zip(&rows.size)
                 .map(|(&k, &s)| k != kind::TAG && s != NONE_U64)
                 .collect();
-            Arc::new(nullable::<UInt64Type>(std::mem::take(&mut rows.size), has_size))
+            Arc::new(nullable::<UInt64Type>(values(&mut rows.size, take), has_size))
         }
         "align" => {
             let has_align = rows
@@ -598,10 +595,10 @@ fn event_column(index: usize, rows: &mut EventRows) -> ArrayRef {
                 .iter()
                 .map(|&k| k == kind::ALLOCATION || k == kind::REALLOCATION)
                 .collect();
-            Arc::new(nullable::<UInt64Type>(std::mem::take(&mut rows.align), has_align))
+            Arc::new(nullable::<UInt64Type>(values(&mut rows.align, take), has_align))
         }
-        "old_address" => Arc::new(UInt64Array::from(std::mem::take(&mut rows.old_address))),
-        "alloc_id" => Arc::new(sentinel_u64(std::mem::take(&mut rows.alloc_id))),
+        "old_address" => Arc::new(UInt64Array::from(values(&mut rows.old_address, take))),
+        "alloc_id" => Arc::new(sentinel_u64(values(&mut rows.alloc_id, take))),
         other => unreachable!("events column {other} has no builder"),
     }
 }
