@@ -340,6 +340,14 @@ pub async fn plan(sources: &[SqlSource]) -> Option<Reads> {
                 LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
                     let optimized = ctx.state().optimize(&create.input).ok()?;
                     record(&optimized, reads_the_clock(&create.input), &mut scans)?;
+                    // As DataFusion does: a table that exists stays, with
+                    // IF NOT EXISTS; without, or OR REPLACE, it is an error.
+                    if !create.or_replace && ctx.table_exist(create.name.clone()).ok()? {
+                        if create.if_not_exists {
+                            continue;
+                        }
+                        return None;
+                    }
                     let schema = Arc::new(create.input.schema().as_arrow().clone());
                     let empty = MemTable::try_new(schema, vec![Vec::new()]).ok()?;
                     ctx.deregister_table(create.name.clone()).ok()?;
@@ -557,6 +565,18 @@ mod tests {
         let a = r.get("allocations").expect("reads allocations");
         assert_eq!(a.filter.as_ref().map(ToString::to_string).as_deref(), Some("size > UInt64(8)"));
         assert_eq!(a.columns.len(), a.table.columns.len());
+    }
+
+    #[test]
+    fn a_table_that_exists_stays_ours() {
+        let r = reads(
+            "SELECT COUNT(*) FROM allocations WHERE size > 4096;
+             CREATE TABLE IF NOT EXISTS allocations AS SELECT 1 AS x;
+             SELECT COUNT(*) FROM allocations",
+        )
+        .expect("plans");
+        assert!(r.get("allocations").expect("reads allocations").filter.is_none());
+        assert!(reads("CREATE TABLE allocations AS SELECT 1 AS x").is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Batches go to a [`TableSink`]: memory ([`MemorySink`]) or Parquet files
 //! (`crate::convert::ParquetSink`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -75,6 +75,8 @@ pub struct MemorySink {
     reads: Reads,
     /// Bytes of the batches kept (see [`MemorySink::bytes`]).
     bytes: usize,
+    /// The values of the dictionary columns counted in `bytes`, by address.
+    dictionaries: HashSet<usize>,
 }
 
 impl Default for MemorySink {
@@ -92,15 +94,13 @@ impl MemorySink {
     /// An empty sink that keeps what `reads` reads of the big tables, and
     /// every small table.
     pub fn only(reads: Reads) -> MemorySink {
-        MemorySink { batches: HashMap::new(), reads, bytes: 0 }
+        MemorySink { batches: HashMap::new(), reads, bytes: 0, dictionaries: HashSet::new() }
     }
 
-    /// Bytes of the batches kept so far, by
-    /// [`Array::get_array_memory_size`], without the values of dictionary
-    /// columns: every batch of a table shares them, and they hold the
-    /// trace's strings and call sites, which memory holds anyway. (Counted
-    /// with each batch, a query that keeps a few rows of each chunk would
-    /// count the same dictionary thousands of times over.)
+    /// Bytes of the batches kept so far: of each column, the part of its
+    /// buffers it spans (batches cut from one bigger batch share its
+    /// buffers); of each dictionary column's values, which batches share
+    /// until the dictionary grows, once per distinct copy.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -108,6 +108,7 @@ impl MemorySink {
     /// The batches kept so far, table by table, each table's in order.
     pub fn drain(&mut self) -> Vec<(&'static Table, RecordBatch)> {
         self.bytes = 0;
+        self.dictionaries.clear();
         let mut out = Vec::new();
         for table in tables::TABLES {
             for batch in self.batches.remove(table.name).unwrap_or_default() {
@@ -141,14 +142,19 @@ impl MemorySink {
 impl TableSink for MemorySink {
     fn write(&mut self, table: &'static Table, batch: RecordBatch) -> Result<()> {
         if self.reads.wants(table.name) {
-            self.bytes += batch
-                .columns()
-                .iter()
-                .map(|c| match c.as_any_dictionary_opt() {
-                    Some(d) => d.keys().get_array_memory_size(),
-                    None => c.get_array_memory_size(),
-                })
-                .sum::<usize>();
+            for column in batch.columns() {
+                self.bytes += match column.as_any_dictionary_opt() {
+                    Some(d) => {
+                        // The values' address tells them apart: they are
+                        // alive as long as a batch kept here holds them.
+                        let values = Arc::as_ptr(d.values()).cast::<u8>() as usize;
+                        let first = self.dictionaries.insert(values);
+                        slice_bytes(d.keys())
+                            + if first { d.values().get_array_memory_size() } else { 0 }
+                    }
+                    None => slice_bytes(column.as_ref()),
+                };
+            }
             self.batches.entry(table.name).or_default().push(batch);
         }
         Ok(())
@@ -157,6 +163,11 @@ impl TableSink for MemorySink {
     fn reads(&self) -> &Reads {
         &self.reads
     }
+}
+
+/// Bytes of the buffers that `array` spans.
+fn slice_bytes(array: &dyn Array) -> usize {
+    array.to_data().get_slice_memory_size().unwrap_or_else(|_| array.get_array_memory_size())
 }
 
 /// Whether `table` is one of the big tables, whose rows pairing hands out
@@ -724,4 +735,39 @@ fn nullable<T: ArrowPrimitiveType>(values: Vec<T::Native>, valid: Vec<bool>) -> 
 fn sentinel_u64(values: Vec<u64>) -> UInt64Array {
     let valid = values.iter().map(|&v| v != NONE_U64).collect();
     nullable(values, valid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of `allocations`' `size` and `type_name` of `n` rows, whose
+    /// dictionary values are `values`.
+    fn sizes(n: usize, values: &Arc<StringArray>) -> RecordBatch {
+        let read = TableRead { table: table("allocations"), columns: vec![2, 9], filter: None };
+        let keys = Int32Array::from_iter_values((0..n).map(|i| (i % values.len()) as i32));
+        let types = DictionaryArray::<Int32Type>::try_new(keys, values.clone()).unwrap();
+        let sizes = UInt64Array::from_iter_values(0..n as u64);
+        RecordBatch::try_new(read.schema(), vec![Arc::new(sizes), Arc::new(types)]).unwrap()
+    }
+
+    #[test]
+    fn kept_bytes_count_shared_buffers_once() {
+        let values = Arc::new(StringArray::from_iter_values((0..1000).map(|i| format!("T{i}"))));
+        let whole = sizes(1 << 16, &values);
+        let mut sink = MemorySink::new();
+        let allocations = table("allocations");
+        sink.write(allocations, whole.slice(0, 1 << 15)).unwrap();
+        sink.write(allocations, whole.slice(1 << 15, 1 << 15)).unwrap();
+        let once = sink.bytes();
+        // Sizes (8 bytes) and keys (4 bytes) of every row, and the
+        // dictionary's values once.
+        let rows = (1 << 16) * (8 + 4);
+        assert!(once >= rows + values.get_array_memory_size(), "{once}");
+        assert!(once < rows + 2 * values.get_array_memory_size(), "{once}");
+        // A grown dictionary is another copy.
+        let grown = Arc::new(StringArray::from_iter_values((0..1001).map(|i| format!("T{i}"))));
+        sink.write(allocations, sizes(1, &grown)).unwrap();
+        assert!(sink.bytes() >= once + grown.get_array_memory_size());
+    }
 }

@@ -586,6 +586,9 @@ fn reading_only_what_the_sql_reads_gives_the_same_answers() {
             "CREATE OR REPLACE TABLE anomalies AS SELECT * FROM allocations WHERE size > 8; \
              SELECT COUNT(weight) AS n, SUM(address % 7) AS a FROM anomalies",
             "SELECT COUNT(*) AS n FROM allocations WHERE alloc_ts_ns < to_unixtime(now())",
+            "SELECT COUNT(*) AS big FROM allocations WHERE size > 4096; \
+             CREATE TABLE IF NOT EXISTS allocations AS SELECT 1 AS x; \
+             SELECT COUNT(*) AS n FROM allocations",
         ]
         .map(String::from),
     );
