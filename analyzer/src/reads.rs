@@ -306,9 +306,10 @@ struct Scans {
 /// What the statements of `sources`, run in order, read of the big tables,
 /// when that can be told: `None` when a statement does not plan, writes
 /// into one of the analyzer's tables, describes one, is a prepared
-/// statement (`PREPARE`, `EXECUTE`), or reads anything but
-/// the analyzer's tables by name (`information_schema`, say), so that every
-/// table must be there whole.
+/// statement (`PREPARE`, `EXECUTE`), creates a table that exists (without
+/// `OR REPLACE` or `IF NOT EXISTS`), or reads anything but the analyzer's
+/// tables by name (`information_schema`, say), so that every table must be
+/// there whole.
 ///
 /// Statements that define something (`CREATE VIEW`, `SET`, `CREATE
 /// EXTERNAL TABLE`) run, on tables without rows; `CREATE TABLE … AS`
@@ -340,8 +341,9 @@ pub async fn plan(sources: &[SqlSource]) -> Option<Reads> {
                 LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
                     let optimized = ctx.state().optimize(&create.input).ok()?;
                     record(&optimized, reads_the_clock(&create.input), &mut scans)?;
-                    // As DataFusion does: a table that exists stays, with
-                    // IF NOT EXISTS; without, or OR REPLACE, it is an error.
+                    // As DataFusion does: a table that exists stays with
+                    // IF NOT EXISTS, is replaced with OR REPLACE, and is
+                    // an error otherwise (which the real run reports).
                     if !create.or_replace && ctx.table_exist(create.name.clone()).ok()? {
                         if create.if_not_exists {
                             continue;
