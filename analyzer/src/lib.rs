@@ -65,6 +65,7 @@ pub mod progress;
 pub mod query;
 pub mod reads;
 pub mod report;
+pub mod running_sum;
 pub mod scan;
 pub mod stacks;
 pub mod stream;

@@ -14,6 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
@@ -21,6 +22,7 @@ use datafusion::sql::sqlparser::ast::Spanned;
 use memscope_schema::tables::{TABLES, Table};
 
 use crate::error::{Error, Result};
+use crate::running_sum::RunningSumRule;
 use crate::tables::TableData;
 
 /// The SQL files in `queries/`, built into the binary so that
@@ -127,16 +129,23 @@ impl QueryResult {
 }
 
 /// A DataFusion session configured for memscope: string columns read from
-/// Parquet keep their types (no `Utf8View`), and SQL spans are collected so
-/// errors can name lines.
+/// Parquet keep their types (no `Utf8View`), SQL spans are collected so
+/// errors can name lines, and running-sum windows are computed a column at
+/// a time ([`RunningSumRule`]).
 pub fn new_session() -> SessionContext {
-    SessionContext::new_with_config(session_config())
+    new_session_with(Arc::new(RuntimeEnv::default()))
 }
 
 /// A session like [`new_session`] on `runtime` (its memory pool and spill
 /// files).
 pub fn new_session_with(runtime: Arc<RuntimeEnv>) -> SessionContext {
-    SessionContext::new_with_config_rt(session_config(), runtime)
+    let state = SessionStateBuilder::new()
+        .with_config(session_config())
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(RunningSumRule))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 fn session_config() -> SessionConfig {
