@@ -1,43 +1,48 @@
-//! Running sums for window queries: `SUM(x) OVER (… ROWS BETWEEN UNBOUNDED
-//! PRECEDING AND CURRENT ROW)`, added up a column at a time.
+//! Running sums for window queries: `SUM(x) OVER (… ROWS|RANGE BETWEEN
+//! UNBOUNDED PRECEDING AND CURRENT ROW)`, added up a column at a time.
 //!
 //! Live bytes over time are the running sum of +size at each allocation
 //! and −size at each deallocation, so every standard query that reports a
-//! peak (type and call-site hotspots, fragmentation, report metrics, the
-//! peak flame graph) computes one with a window `SUM`. DataFusion
-//! evaluates a window aggregate row by row, with an accumulator update and
-//! a `ScalarValue` for each row: about 400 ns a row, most of the time of
-//! `type_hotspots.sql`. [`RunningSumRule`] replaces such a
-//! `BoundedWindowAggExec` by a [`RunningSumExec`], which computes the same
-//! columns in one pass over each batch, when every window expression of
-//! the node is a running sum it computes exactly as DataFusion would:
+//! peak (type and call-site hotspots, fragmentation, report metrics and
+//! the report's live-bytes timeline, the peak flame graph) computes one
+//! with a window `SUM`. DataFusion evaluates a window aggregate row by
+//! row, with an accumulator update and a `ScalarValue` for each row: about
+//! 400 ns a row, most of the time of `type_hotspots.sql`.
+//! [`RunningSumRule`] replaces such a `BoundedWindowAggExec` by a
+//! [`RunningSumExec`], which computes the same columns in one pass over
+//! each batch, when every window expression of the node is a running sum
+//! it computes exactly as DataFusion would:
 //!
 //! * the built-in `sum`, not `DISTINCT`, without `FILTER`, of an `Int64`,
 //!   `UInt64` or `Float64` argument (the types `SUM` coerces its argument
-//!   to). Integers wrap on overflow and floats are added in row order
-//!   starting from 0, as DataFusion's accumulator does, so the results are
-//!   bit-identical; a row before the partition's first non-NULL value gets
+//!   to). Integers wrap on overflow. Floats are added as DataFusion's
+//!   accumulator adds them, so that the results are bit-identical: one
+//!   row at a time in `ROWS` frames; in `RANGE` frames a group of peers
+//!   (rows with equal `ORDER BY` values) at a time, summed by arrow's
+//!   `sum` kernel. A row before the partition's first non-NULL value gets
 //!   NULL;
-//! * the frame `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`;
+//! * the frame `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`, or
+//!   `RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW` with an `ORDER BY`
+//!   (the default frame of `SUM(x) OVER (ORDER BY …)`), where peers share
+//!   the sum through the last of them;
 //! * input sorted on the partition keys (`InputOrderMode::Sorted`), so that
 //!   each partition's rows are adjacent, in window order;
-//! * partition keys of types whose equality arrow's kernels compare
-//!   directly (numbers, strings, binary, booleans, temporal types and
-//!   dictionaries of those).
+//! * partition and (for `RANGE`) order keys of types whose equality
+//!   arrow's kernels compare directly (numbers, strings, binary, booleans,
+//!   temporal types and dictionaries of those).
 //!
 //! Every other window node is left to DataFusion.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, make_comparator,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, make_comparator};
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::kernels::partition::partition;
+use datafusion::arrow::compute::{SortOptions, concat_batches};
 use datafusion::arrow::datatypes::{
-    ArrowNativeTypeOp, DataType, Float64Type, Int64Type, SchemaRef, UInt64Type,
+    ArrowNativeTypeOp, ArrowNumericType, DataType, Float64Type, Int64Type, SchemaRef, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::config::ConfigOptions;
@@ -102,20 +107,32 @@ pub struct RunningSumExec {
     window: Arc<dyn ExecutionPlan>,
     /// The window node's input.
     input: Arc<dyn ExecutionPlan>,
-    /// The `PARTITION BY` expressions (none: the whole input is one
-    /// partition).
-    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// What the sums are grouped and ordered by.
+    keys: Keys,
     /// One per window expression, in output column order.
     sums: Vec<SumColumn>,
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// The keys of a window node's rows.
+#[derive(Debug, Clone)]
+struct Keys {
+    /// The `PARTITION BY` expressions (none: the whole input is one
+    /// partition).
+    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// The `ORDER BY` expressions, when a sum has a `RANGE` frame and rows
+    /// with equal values (peers) share a sum; empty otherwise.
+    peers_by: Vec<Arc<dyn PhysicalExpr>>,
+}
+
 /// One running sum: the expression summed, its type (that of the output
-/// column too) and the window expression's name, for `EXPLAIN`.
+/// column too), whether peers share a sum (a `RANGE` frame), and the
+/// window expression's name, for `EXPLAIN`.
 #[derive(Debug, Clone)]
 struct SumColumn {
     argument: Arc<dyn PhysicalExpr>,
     data_type: DataType,
+    peers: bool,
     name: String,
 }
 
@@ -131,21 +148,25 @@ impl RunningSumExec {
         let input = Arc::clone(window.input());
         let input_schema = input.schema();
         let first = window.window_expr().first()?;
-        let partition_by = first.partition_by().to_vec();
-        for key in &partition_by {
+        let sums = window
+            .window_expr()
+            .iter()
+            .map(|e| running_sum(e.as_ref(), first.as_ref(), &input_schema))
+            .collect::<Option<Vec<_>>>()?;
+        let peers_by = match sums.iter().any(|s| s.peers) {
+            true => first.order_by().iter().map(|o| Arc::clone(&o.expr)).collect(),
+            false => Vec::new(),
+        };
+        let keys = Keys { partition_by: first.partition_by().to_vec(), peers_by };
+        for key in keys.partition_by.iter().chain(&keys.peers_by) {
             if !comparable_key(&key.data_type(&input_schema).ok()?) {
                 return None;
             }
         }
-        let sums = window
-            .window_expr()
-            .iter()
-            .map(|e| running_sum(e.as_ref(), &partition_by, &input_schema))
-            .collect::<Option<Vec<_>>>()?;
         Some(RunningSumExec {
             window: Arc::clone(node),
             input,
-            partition_by,
+            keys,
             sums,
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -153,10 +174,11 @@ impl RunningSumExec {
 }
 
 /// The running sum `expr` computes, if it is one this node computes
-/// exactly (see the module docs).
+/// exactly (see the module docs) and is partitioned and ordered as
+/// `first`, the node's first window expression.
 fn running_sum(
     expr: &dyn WindowExpr,
-    partition_by: &[Arc<dyn PhysicalExpr>],
+    first: &dyn WindowExpr,
     input_schema: &SchemaRef,
 ) -> Option<SumColumn> {
     let plain = expr.as_any().downcast_ref::<PlainAggregateWindowExpr>()?;
@@ -169,14 +191,18 @@ fn running_sum(
     if !format!("{plain:?}").ends_with("filter: None }") {
         return None;
     }
-    if expr.partition_by() != partition_by {
+    if expr.partition_by() != first.partition_by() || expr.order_by() != first.order_by() {
         return None;
     }
     let frame = expr.get_window_frame();
-    let rows_to_here = frame.units == WindowFrameUnits::Rows
-        && matches!(&frame.start_bound, WindowFrameBound::Preceding(v) if v.is_null())
+    let to_here = matches!(&frame.start_bound, WindowFrameBound::Preceding(v) if v.is_null())
         && frame.end_bound == WindowFrameBound::CurrentRow;
-    if !rows_to_here {
+    let peers = match frame.units {
+        WindowFrameUnits::Rows => false,
+        WindowFrameUnits::Range if !expr.order_by().is_empty() => true,
+        _ => return None,
+    };
+    if !to_here {
         return None;
     }
     let [argument] = <[_; 1]>::try_from(expr.expressions()).ok()?;
@@ -186,11 +212,11 @@ fn running_sum(
     if !summable || output.data_type() != &data_type {
         return None;
     }
-    Some(SumColumn { argument, data_type, name: expr.name().to_string() })
+    Some(SumColumn { argument, data_type, peers, name: expr.name().to_string() })
 }
 
-/// Whether partition keys of type `t` can be split into runs of equal
-/// values by arrow's `partition` kernel and compared across batches by
+/// Whether keys of type `t` can be split into runs of equal values by
+/// arrow's `partition` kernel and compared across batches by
 /// `make_comparator`.
 fn comparable_key(t: &DataType) -> bool {
     match t {
@@ -292,19 +318,47 @@ impl ExecutionPlan for RunningSumExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let schema = self.window.schema();
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let mut sums = RunningSums {
+        let sums = RunningSums {
             schema: Arc::clone(&schema),
-            partition_by: self.partition_by.clone(),
+            keys: self.keys.clone(),
             sums: self.sums.iter().map(|s| (s.clone(), Total::None)).collect(),
             last_key: None,
+            held: None,
         };
-        let output = input.map(move |batch| {
-            let _timer = baseline.elapsed_compute().timer();
-            let out = sums.extend(&batch?)?;
-            baseline.record_output(out.num_rows());
-            Ok(out)
-        });
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        // Each input batch gives an output batch, but for the peers at its
+        // end, which wait for the next one; the last input batch is
+        // followed by the rows still waiting.
+        let output = futures::stream::unfold(
+            (input, sums, baseline, false),
+            |(mut input, mut sums, baseline, mut ended)| async move {
+                loop {
+                    if ended {
+                        return None;
+                    }
+                    let next = input.next().await;
+                    let out = {
+                        let _timer = baseline.elapsed_compute().timer();
+                        match next {
+                            Some(Ok(batch)) => sums.push(batch),
+                            Some(Err(e)) => Err(e),
+                            None => {
+                                ended = true;
+                                sums.finish()
+                            }
+                        }
+                    };
+                    match out {
+                        Ok(None) => continue,
+                        Ok(Some(out)) => {
+                            baseline.record_output(out.num_rows());
+                            return Some((Ok(out), (input, sums, baseline, ended)));
+                        }
+                        Err(e) => return Some((Err(e), (input, sums, baseline, true))),
+                    }
+                }
+            },
+        );
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
 
@@ -323,54 +377,97 @@ enum Total {
     Float64(f64),
 }
 
-/// The state of one output partition's stream: the totals of the
-/// partition the last batch ended in, and that partition's key.
+/// The state of one output partition's stream.
 struct RunningSums {
     schema: SchemaRef,
-    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    keys: Keys,
+    /// Each sum, with its total at the last row given out.
     sums: Vec<(SumColumn, Total)>,
-    /// The partition key of the last row seen, as one-row arrays (empty
-    /// without partition keys); `None` before the first row.
+    /// The partition key of the last row given out, as one-row arrays
+    /// (empty without partition keys); `None` before the first row.
     last_key: Option<Vec<ArrayRef>>,
+    /// Input rows not given out yet: the peers at the end of the last
+    /// batch, which the next batch may add to (only with peers).
+    held: Option<RecordBatch>,
 }
 
 impl RunningSums {
-    /// `batch` with its running sums appended as columns.
-    fn extend(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let rows = batch.num_rows();
-        let keys = self
-            .partition_by
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(rows))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        // Rows where a new partition starts.
-        let mut starts: Vec<usize> = if keys.is_empty() || rows == 0 {
-            vec![0]
-        } else {
-            partition(&keys)?.ranges().into_iter().map(|r| r.start).collect()
+    /// Takes the next input batch; returns the rows it completes, with
+    /// their sums, if any.
+    fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let batch = match self.held.take() {
+            Some(held) => concat_batches(&held.schema(), [&held, &batch])?,
+            None => batch,
         };
-        if rows > 0 && self.continues(&keys)? {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(None);
+        }
+        if self.keys.peers_by.is_empty() {
+            return self.give_out(&batch).map(Some);
+        }
+        let peers = self.peer_groups(&batch)?;
+        let cut = peers.last().map_or(0, |r| r.start);
+        self.held = Some(batch.slice(cut, rows - cut));
+        match cut {
+            0 => Ok(None),
+            cut => self.give_out(&batch.slice(0, cut)).map(Some),
+        }
+    }
+
+    /// The rows still held at the end of the input, with their sums.
+    fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        match self.held.take() {
+            Some(held) if held.num_rows() > 0 => self.give_out(&held).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The runs of rows of `batch` with equal partition and order keys.
+    fn peer_groups(&self, batch: &RecordBatch) -> Result<Vec<Range<usize>>> {
+        let keys = evaluate(self.keys.partition_by.iter().chain(&self.keys.peers_by), batch)?;
+        Ok(partition(&keys)?.ranges())
+    }
+
+    /// `batch` with its running sums appended as columns; every peer group
+    /// of `batch` is whole.
+    fn give_out(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let keys = evaluate(self.keys.partition_by.iter(), batch)?;
+        // Rows where a new partition starts.
+        let mut starts: Vec<usize> = match keys.is_empty() {
+            true => vec![0],
+            false => partition(&keys)?.ranges().into_iter().map(|r| r.start).collect(),
+        };
+        if self.continues(&keys)? {
             starts.remove(0);
         }
+        let peers = match self.keys.peers_by.is_empty() {
+            true => Vec::new(),
+            false => self.peer_groups(batch)?,
+        };
         let mut columns = batch.columns().to_vec();
         for (sum, total) in &mut self.sums {
             let values = sum.argument.evaluate(batch)?.into_array(rows)?;
+            let groups = if sum.peers { Some(peers.as_slice()) } else { None };
             let column: ArrayRef = match sum.data_type {
-                DataType::Int64 => Arc::new(running::<Int64Type>(&values, &starts, total)?),
-                DataType::UInt64 => Arc::new(running::<UInt64Type>(&values, &starts, total)?),
-                DataType::Float64 => Arc::new(running::<Float64Type>(&values, &starts, total)?),
+                DataType::Int64 => Arc::new(running::<Int64Type>(&values, &starts, groups, total)?),
+                DataType::UInt64 => {
+                    Arc::new(running::<UInt64Type>(&values, &starts, groups, total)?)
+                }
+                DataType::Float64 => {
+                    Arc::new(running::<Float64Type>(&values, &starts, groups, total)?)
+                }
                 ref t => return Err(internal_datafusion_err!("running sum of {t}")),
             };
             columns.push(column);
         }
-        if rows > 0 {
-            self.last_key = Some(keys.iter().map(|k| k.slice(rows - 1, 1)).collect());
-        }
+        self.last_key = Some(keys.iter().map(|k| k.slice(rows - 1, 1)).collect());
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
     /// Whether the first row of a batch with partition keys `keys` is in
-    /// the partition the last batch ended in.
+    /// the partition of the last row given out.
     fn continues(&self, keys: &[ArrayRef]) -> Result<bool> {
         let Some(last) = &self.last_key else {
             return Ok(false);
@@ -385,12 +482,27 @@ impl RunningSums {
     }
 }
 
+/// `exprs` evaluated on `batch`, as arrays.
+fn evaluate<'a>(
+    exprs: impl Iterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    batch: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    exprs.map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
+}
+
 /// The running sums of `values`, restarting from NULL at each row of
-/// `starts`, carrying on from `total` before the first start (and leaving
-/// there the total after the last row).
-fn running<T>(values: &ArrayRef, starts: &[usize], total: &mut Total) -> Result<PrimitiveArray<T>>
+/// `starts` and carrying on from `total` before the first start (and
+/// leaving there the total after the last row). With `peers`, the runs of
+/// rows that share a sum (each partition start begins one): each adds its
+/// rows at once, as arrow's `sum` kernel sums them.
+fn running<T>(
+    values: &ArrayRef,
+    starts: &[usize],
+    peers: Option<&[Range<usize>]>,
+    total: &mut Total,
+) -> Result<PrimitiveArray<T>>
 where
-    T: ArrowPrimitiveType,
+    T: ArrowNumericType,
     T::Native: Summed,
 {
     let values = values.as_primitive_opt::<T>().ok_or_else(|| {
@@ -401,17 +513,41 @@ where
     let mut out = Vec::with_capacity(n);
     let mut valid = Vec::with_capacity(n);
     let mut next_start = starts.iter().copied().peekable();
-    for i in 0..n {
+    let mut restart = |i: usize, sum: &mut Option<T::Native>| {
         if next_start.peek() == Some(&i) {
             next_start.next();
-            sum = None;
+            *sum = None;
         }
-        if values.is_valid(i) {
-            let s = sum.get_or_insert(T::Native::default());
-            *s = s.add_wrapping(values.value(i));
+    };
+    let add = |sum: &mut Option<T::Native>, v: T::Native| {
+        let s = sum.get_or_insert(T::Native::default());
+        *s = s.add_wrapping(v);
+    };
+    match peers {
+        None => {
+            for i in 0..n {
+                restart(i, &mut sum);
+                if values.is_valid(i) {
+                    add(&mut sum, values.value(i));
+                }
+                out.push(sum.unwrap_or_default());
+                valid.push(sum.is_some());
+            }
         }
-        out.push(sum.unwrap_or_default());
-        valid.push(sum.is_some());
+        Some(groups) => {
+            for g in groups {
+                restart(g.start, &mut sum);
+                let group_sum = match g.len() {
+                    1 => values.is_valid(g.start).then(|| values.value(g.start)),
+                    len => datafusion::arrow::compute::sum(&values.slice(g.start, len)),
+                };
+                if let Some(v) = group_sum {
+                    add(&mut sum, v);
+                }
+                out.extend(std::iter::repeat_n(sum.unwrap_or_default(), g.len()));
+                valid.extend(std::iter::repeat_n(sum.is_some(), g.len()));
+            }
+        }
     }
     *total = T::Native::to_total(sum);
     let nulls = NullBuffer::from(valid);
@@ -461,7 +597,7 @@ mod tests {
     /// Window queries over table `t`; `true` where a [`RunningSumExec`]
     /// must compute them. Each window's order is unique within its
     /// partition (`id` breaks ties), so that the answer is defined.
-    const QUERIES: [(&str, bool); 9] = [
+    const QUERIES: [(&str, bool); 14] = [
         (
             "SUM(i) OVER (PARTITION BY s ORDER BY ts, id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
             true,
@@ -483,7 +619,24 @@ mod tests {
             false,
         ),
         ("SUM(DISTINCT i) OVER (PARTITION BY s ORDER BY id ROWS UNBOUNDED PRECEDING)", false),
-        ("SUM(i) OVER (PARTITION BY s ORDER BY ts RANGE UNBOUNDED PRECEDING)", false),
+        // Peers (equal `ts`) share a sum; `f` is summed in groups.
+        ("SUM(i) OVER (PARTITION BY s ORDER BY ts RANGE UNBOUNDED PRECEDING)", true),
+        ("SUM(f) OVER (ORDER BY ts), SUM(u) OVER (ORDER BY ts)", true),
+        (
+            "SUM(f) OVER (PARTITION BY k ORDER BY ts DESC, s \
+          RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
+            true,
+        ),
+        (
+            "SUM(f) OVER (PARTITION BY k ORDER BY ts, id RANGE UNBOUNDED PRECEDING), \
+          SUM(i) OVER (PARTITION BY k ORDER BY ts, id ROWS UNBOUNDED PRECEDING)",
+            true,
+        ),
+        (
+            "SUM(i) OVER (PARTITION BY s ORDER BY ts RANGE BETWEEN 2 PRECEDING AND CURRENT ROW)",
+            false,
+        ),
+        ("SUM(i) OVER (PARTITION BY s)", false),
         (
             "SUM(i) OVER (PARTITION BY s ORDER BY id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW)",
             false,
