@@ -279,6 +279,63 @@ pub struct ModuleRecord {
     pub build_id: Vec<u8>,
 }
 
+/// One event as it is decoded, before it goes into the columns of a
+/// [`BlockEvents`] (whose fields say what each holds).
+struct Event {
+    q: u64,
+    kind: u8,
+    address: u64,
+    size: u64,
+    align: u64,
+    old_address: u64,
+    zeroed: bool,
+    stack: u32,
+}
+
+impl Event {
+    /// An event of `kind` with every other field 0.
+    fn of(kind: u8) -> Event {
+        Event { q: 0, kind, address: 0, size: 0, align: 0, old_address: 0, zeroed: false, stack: 0 }
+    }
+}
+
+/// What the first pass keeps of a block's events
+/// ([`BlockEvents::decode_counting`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// The first event's quantized time, unrepaired; `None` without events.
+    pub first_q: Option<u64>,
+    /// The largest quantized event time, unrepaired (0 without events).
+    pub max_q: u64,
+    /// Events.
+    pub events: u64,
+    /// Allocations and reallocations.
+    pub allocations: u64,
+    /// Tags.
+    pub tags: u64,
+    /// Bytes allocated by the allocations and reallocations (saturating
+    /// at `u64::MAX`), as [`BlockEvents::allocated_bytes`] counts them.
+    pub allocated_bytes: u64,
+}
+
+impl EventCounts {
+    /// Counts an event of `kind` at quantized time `q` with `size` bytes.
+    #[inline]
+    fn count(&mut self, q: u64, kind: u8, size: u64) {
+        self.first_q.get_or_insert(q);
+        self.max_q = self.max_q.max(q);
+        self.events += 1;
+        match kind {
+            kind::ALLOCATION | kind::REALLOCATION => {
+                self.allocations += 1;
+                self.allocated_bytes = self.allocated_bytes.saturating_add(size);
+            }
+            kind::TAG => self.tags += 1,
+            _ => {}
+        }
+    }
+}
+
 impl BlockEvents {
     /// Decodes one block; `None` for an unused block.
     ///
@@ -286,6 +343,30 @@ impl BlockEvents {
     ///
     /// The block's first malformed record or header.
     pub fn decode(bytes: &[u8], offset: u64) -> Result<Option<BlockEvents>, DecodeError> {
+        Ok(BlockEvents::decode_as::<true>(bytes, offset)?.map(|(b, _)| b))
+    }
+
+    /// Decodes one block as [`BlockEvents::decode`] does (with the same
+    /// checks and errors), but counts its events instead of keeping them:
+    /// the event columns are left empty. What the first pass over a trace
+    /// needs ([`crate::scan`]).
+    ///
+    /// # Errors
+    ///
+    /// The block's first malformed record or header.
+    pub fn decode_counting(
+        bytes: &[u8],
+        offset: u64,
+    ) -> Result<Option<(BlockEvents, EventCounts)>, DecodeError> {
+        BlockEvents::decode_as::<false>(bytes, offset)
+    }
+
+    /// Decodes one block, keeping its events as columns when `COLUMNS`,
+    /// else counting them.
+    fn decode_as<const COLUMNS: bool>(
+        bytes: &[u8],
+        offset: u64,
+    ) -> Result<Option<(BlockEvents, EventCounts)>, DecodeError> {
         let Some(decoder) = BlockDecoder::new(bytes, offset)? else {
             return Ok(None);
         };
@@ -299,24 +380,35 @@ impl BlockEvents {
             base_q: h.base_q,
             ..BlockEvents::default()
         };
+        let mut counts = EventCounts::default();
         let mut stack = 0;
         for record in decoder {
-            match record? {
+            let event = match record? {
                 Record::Alloc { q, address, size, align, zeroed } => {
-                    b.push(q, kind::ALLOCATION, address, size, align, 0, zeroed, stack)
+                    let kind = kind::ALLOCATION;
+                    Event { q, kind, address, size, align, old_address: 0, zeroed, stack }
                 }
                 Record::Free { q, address } => {
-                    b.push(q, kind::DEALLOCATION, address, 0, 0, 0, false, 0)
+                    Event { q, address, ..Event::of(kind::DEALLOCATION) }
                 }
                 Record::Realloc { q, old_address, address, size, align } => {
-                    b.push(q, kind::REALLOCATION, address, size, align, old_address, false, stack)
+                    let kind = kind::REALLOCATION;
+                    Event { q, kind, address, size, align, old_address, zeroed: false, stack }
                 }
                 Record::Tag { q, address, type_name, var_name } => {
-                    b.push(q, kind::TAG, address, 0, 0, 0, false, 0);
-                    b.tags.push((type_name, var_name));
+                    if COLUMNS {
+                        b.tags.push((type_name, var_name));
+                    }
+                    Event { q, address, ..Event::of(kind::TAG) }
                 }
-                Record::StackRef { id } => stack = id,
-                Record::Stack { id, frames } => b.stacks.push((id, frames.iter().collect())),
+                Record::StackRef { id } => {
+                    stack = id;
+                    continue;
+                }
+                Record::Stack { id, frames } => {
+                    b.stacks.push((id, frames.iter().collect()));
+                    continue;
+                }
                 Record::Module { q, start, end, bias, path, build_id } => {
                     b.modules.push(ModuleRecord {
                         q,
@@ -325,44 +417,53 @@ impl BlockEvents {
                         bias,
                         path: String::from_utf8_lossy(path).into_owned(),
                         build_id: build_id.to_vec(),
-                    })
+                    });
+                    continue;
                 }
                 Record::String { id, bytes } => {
-                    b.strings.push((id, String::from_utf8_lossy(bytes).into_owned()))
+                    b.strings.push((id, String::from_utf8_lossy(bytes).into_owned()));
+                    continue;
                 }
                 Record::ThreadName { q, name } => {
-                    b.names.push((q, String::from_utf8_lossy(name).into_owned()))
+                    b.names.push((q, String::from_utf8_lossy(name).into_owned()));
+                    continue;
                 }
-                Record::ThreadExit { q } => b.exit_q = Some(q),
-                Record::End { q, totals } => b.end = Some((q, totals)),
-                Record::Rss { q, rss_bytes } => b.rss.push((q, rss_bytes)),
-                Record::Unknown { .. } => b.skipped += 1,
+                Record::ThreadExit { q } => {
+                    b.exit_q = Some(q);
+                    continue;
+                }
+                Record::End { q, totals } => {
+                    b.end = Some((q, totals));
+                    continue;
+                }
+                Record::Rss { q, rss_bytes } => {
+                    b.rss.push((q, rss_bytes));
+                    continue;
+                }
+                Record::Unknown { .. } => {
+                    b.skipped += 1;
+                    continue;
+                }
+            };
+            if COLUMNS {
+                b.push(event);
+            } else {
+                counts.count(event.q, event.kind, event.size);
             }
         }
-        Ok(Some(b))
+        Ok(Some((b, counts)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn push(
-        &mut self,
-        q: u64,
-        kind: u8,
-        address: u64,
-        size: u64,
-        align: u64,
-        old_address: u64,
-        zeroed: bool,
-        stack: u32,
-    ) {
-        self.q.push(q);
-        self.kind.push(kind);
-        self.address.push(address);
-        self.size.push(size);
-        self.align.push(align);
-        self.old_address.push(old_address);
-        self.zeroed.push(zeroed);
-        self.stack.push(stack);
+    fn push(&mut self, e: Event) {
+        self.q.push(e.q);
+        self.kind.push(e.kind);
+        self.address.push(e.address);
+        self.size.push(e.size);
+        self.align.push(e.align);
+        self.old_address.push(e.old_address);
+        self.zeroed.push(e.zeroed);
+        self.stack.push(e.stack);
     }
 
     /// Keeps the first `n` events (and their tags): what an earlier read of

@@ -2,8 +2,8 @@
 //! chunk of blocks at a time) and checked, and what is small is kept:
 //! strings, stacks, modules, thread facts, RSS samples and, for each block,
 //! a summary that fixes its place in the time-order merge. The events
-//! themselves are dropped; the second pass ([`crate::stream`]) decodes
-//! them again, chunk by chunk, so that memory never holds a whole trace.
+//! themselves are counted, not kept; the second pass ([`crate::stream`])
+//! decodes them, chunk by chunk, so that memory never holds a whole trace.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -13,7 +13,7 @@ use memscope_schema::{DecodeError, DecodeErrorKind, Totals};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::decode::{BlockEvents, ModuleRecord, kind};
+use crate::decode::{BlockEvents, EventCounts, ModuleRecord};
 
 /// Blocks decoded at once by either pass: enough to keep both cores busy,
 /// few enough that their events take some tens of megabytes.
@@ -141,9 +141,9 @@ impl TraceIndex {
                 .map(|i| {
                     let range = layout.block(i);
                     let offset = range.start as u64;
-                    let block = BlockEvents::decode(&bytes[range], offset);
+                    let block = BlockEvents::decode_counting(&bytes[range], offset);
                     crate::progress::advance(layout.block_len);
-                    block.map(|b| b.map(|b| Scanned::of(i, offset, b)))
+                    block.map(|b| b.map(|(b, counts)| Scanned::of(i, offset, b, counts)))
                 })
                 .collect();
             for r in chunk {
@@ -249,27 +249,23 @@ impl TraceIndex {
 }
 
 impl Scanned {
-    fn of(index: u64, offset: u64, mut b: BlockEvents) -> Scanned {
-        let s = Scanned {
+    /// The block at `offset` (the `index`th) as decoded without its events
+    /// (see [`BlockEvents::decode_counting`]), and their `counts`.
+    fn of(index: u64, offset: u64, b: BlockEvents, counts: EventCounts) -> Scanned {
+        Scanned {
             index,
             offset,
             thread_id: b.thread_id,
             os_tid: b.os_tid,
             seq: b.seq,
             base_q: b.base_q,
-            first_q: b.q.first().copied(),
-            max_q: b.q.iter().copied().max().unwrap_or(0),
-            events: b.len() as u64,
-            allocations: b
-                .kind
-                .iter()
-                .filter(|&&k| k == kind::ALLOCATION || k == kind::REALLOCATION)
-                .count() as u64,
-            tags: b.tags.len() as u64,
-            allocated_bytes: b.allocated_bytes(),
-            block: BlockEvents::default(),
-        };
-        b.clear_events();
-        Scanned { block: b, ..s }
+            first_q: counts.first_q,
+            max_q: counts.max_q,
+            events: counts.events,
+            allocations: counts.allocations,
+            tags: counts.tags,
+            allocated_bytes: counts.allocated_bytes,
+            block: b,
+        }
     }
 }

@@ -602,3 +602,39 @@ fn reading_only_what_the_sql_reads_gives_the_same_answers() {
         assert_eq!(answer(&cut, &source), expected, "{sql}\n{reads:?}");
     }
 }
+
+/// The first pass counts each block's events without keeping them, and
+/// its counts and the block's other records are what a full decode gives.
+#[test]
+fn counting_a_block_agrees_with_decoding_it() {
+    use memscope_analyzer::decode::{BlockEvents, TraceFile, kind};
+    let dir = temp_dir();
+    let path = busy_trace(dir.path(), 40_000);
+    let trace = TraceFile::open(&path).unwrap();
+    let layout = trace.layout();
+    let mut blocks = 0;
+    for i in 0..layout.count {
+        let range = layout.block(i);
+        let offset = range.start as u64;
+        let bytes = &trace.bytes()[range];
+        let full = BlockEvents::decode(bytes, offset).unwrap();
+        let counted = BlockEvents::decode_counting(bytes, offset).unwrap();
+        let (Some(full), Some((block, counts))) = (full, counted) else {
+            panic!("block {i}: one decode found it unused");
+        };
+        assert!(block.is_empty() && block.tags.is_empty());
+        assert_eq!(
+            (block.thread_id, block.seq, &block.strings),
+            (full.thread_id, full.seq, &full.strings)
+        );
+        assert_eq!(counts.events, full.len() as u64);
+        assert_eq!(counts.first_q, full.q.first().copied());
+        assert_eq!(counts.max_q, full.q.iter().copied().max().unwrap_or(0));
+        let allocating = |k: &&u8| **k == kind::ALLOCATION || **k == kind::REALLOCATION;
+        assert_eq!(counts.allocations, full.kind.iter().filter(allocating).count() as u64);
+        assert_eq!(counts.tags, full.tags.len() as u64);
+        assert_eq!(counts.allocated_bytes, full.allocated_bytes());
+        blocks += 1;
+    }
+    assert!(blocks > 1, "the trace spans several blocks");
+}
