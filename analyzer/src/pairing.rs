@@ -142,6 +142,31 @@ pub struct Rows {
     /// Whether the rows of `events` are not wanted: `events` then holds
     /// placeholders, to be thrown away.
     pub skip_events: bool,
+    /// Which rows of `allocations` are wanted; the others are not made.
+    pub allocations_wanted: Wanted,
+}
+
+/// Which allocation rows pairing makes (see [`Rows::allocations_wanted`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wanted {
+    /// Every allocation.
+    #[default]
+    All,
+    /// Only the allocations still live at the end of the trace (leaked).
+    Leaked,
+    /// None.
+    None,
+}
+
+impl Rows {
+    /// Whether `row` is wanted in `allocations`.
+    fn wants(&self, row: &Allocation) -> bool {
+        match self.allocations_wanted {
+            Wanted::All => true,
+            Wanted::Leaked => row.end.is_none(),
+            Wanted::None => false,
+        }
+    }
 }
 
 /// A live allocation: what its row needs besides its address and end, in
@@ -564,7 +589,9 @@ impl Pairer {
         if let Ending::Reallocated { to } = ending {
             row.realloc_to = to;
             if type_id == 0 && self.tags {
-                waiting.push(row);
+                if out.wants(&row) {
+                    waiting.push(row);
+                }
                 return Inherit { type_id, var_id, waiting };
             }
         }
@@ -575,7 +602,9 @@ impl Pairer {
             }
         }
         out.allocations.extend(waiting);
-        out.allocations.push(row);
+        if out.wants(&row) {
+            out.allocations.push(row);
+        }
         Inherit { type_id, var_id, waiting: Vec::new() }
     }
 

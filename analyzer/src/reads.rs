@@ -20,7 +20,7 @@ use datafusion::common::{Column, DFSchema, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::source_as_provider;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::utils::{conjunction, disjunction};
+use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction};
 use datafusion::logical_expr::{
     DdlStatement, Expr, LogicalPlan, Statement, TableProviderFilterPushDown, Volatility, WriteOp,
 };
@@ -65,6 +65,16 @@ impl TableRead {
         Arc::new(
             self.table.schema().project(&self.columns).expect("indices of the table's columns"),
         )
+    }
+
+    /// Whether the filter keeps only rows where `column` is NULL: whether
+    /// `column IS NULL` is one of the conjuncts its rows must all pass.
+    pub fn keeps_only_null(&self, column: &str) -> bool {
+        self.filter.as_ref().is_some_and(|f| {
+            split_conjunction(f).into_iter().any(|c| {
+                matches!(c, Expr::IsNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == column))
+            })
+        })
     }
 
     /// The filter, planned to run on batches of the columns it reads;
@@ -509,6 +519,23 @@ mod tests {
         );
         assert!(r.get("events").is_none());
         assert!(r.wants("threads"));
+    }
+
+    #[test]
+    fn a_read_keeps_only_null_rows_when_every_row_must_pass_is_null() {
+        let only_leaked = |sql: &str| {
+            let r = reads(sql).expect("plans");
+            r.get("allocations").expect("reads allocations").keeps_only_null("free_ts_ns")
+        };
+        assert!(only_leaked(crate::query::BUILTIN_QUERIES[0].1));
+        assert!(only_leaked("SELECT size FROM allocations WHERE size > 8 AND free_ts_ns IS NULL"));
+        assert!(!only_leaked("SELECT size FROM allocations WHERE size > 8 OR free_ts_ns IS NULL"));
+        assert!(!only_leaked("SELECT size FROM allocations WHERE free_ts_ns IS NOT NULL"));
+        assert!(!only_leaked("SELECT size FROM allocations WHERE realloc_to IS NULL"));
+        assert!(!only_leaked(
+            "SELECT size FROM allocations WHERE free_ts_ns IS NULL
+             UNION ALL SELECT size FROM allocations WHERE size > 8"
+        ));
     }
 
     #[test]

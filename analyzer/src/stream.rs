@@ -27,7 +27,7 @@ use crate::decode::{BlockEvents, kind};
 use crate::error::Result;
 use crate::merge::{Events, Merger};
 use crate::model::{Thread, TraceData};
-use crate::pairing::{EventRows, Pairer, REORDER_LOOKAHEAD, Rows};
+use crate::pairing::{EventRows, Pairer, REORDER_LOOKAHEAD, Rows, Wanted};
 use crate::scan::{BlockSummary, TraceIndex};
 use crate::stacks::Stacks;
 use crate::tables::{BATCH_ROWS, Batcher, TableSink, small_tables};
@@ -115,6 +115,13 @@ pub fn run(
     // memory stays bounded and both cores work.
     let batcher = Batcher::new(&header, &strings, &stacks, sink.reads())?;
     let skip_events = !batcher.builds("events");
+    // Rows the query's filter would drop need not be made: the leaks
+    // query reads only allocations whose `free_ts_ns IS NULL`.
+    let allocations_wanted = match sink.reads().get("allocations") {
+        _ if !batcher.builds("allocations") => Wanted::None,
+        Some(read) if read.keeps_only_null("free_ts_ns") => Wanted::Leaked,
+        _ => Wanted::All,
+    };
     let tags = index.tags > 0;
     let stage_sink = &mut *sink;
     let (merged, paired, sunk) = std::thread::scope(|scope| {
@@ -123,7 +130,7 @@ pub fn run(
         let pairing = scope.spawn(move || {
             let mut pairer = Pairer::new(tags);
             for (events, last) in events_rx {
-                let mut rows = Rows { skip_events, ..Rows::default() };
+                let mut rows = Rows { skip_events, allocations_wanted, ..Rows::default() };
                 let n = pairer.pair(&events, last, &mut rows);
                 // The events it left come again at the front of the next
                 // chunk (see `merge_chunks`).
