@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::decode::{BlockEvents, kind};
 use crate::error::Result;
@@ -51,8 +51,8 @@ impl From<crate::error::Error> for StreamError {
 }
 
 /// Blocks the second pass decodes at once: with blocks of 64 KiB, about
-/// 80 000 events. Each of the three stages holds a chunk and each of the
-/// two channels between them one more, so this sets most of the pass's
+/// 80 000 events. Each of the four stages holds a chunk and each of the
+/// three channels between them one more, so this sets most of the pass's
 /// working memory (some tens of megabytes).
 pub const CHUNK_BLOCKS: usize = 16;
 
@@ -109,10 +109,10 @@ pub fn run(
     );
     let chunks: Vec<_> = index.blocks.chunks(chunk_blocks.max(1)).collect();
     let stack_ids = &index.stack_ids;
-    // Three stages on three threads, a chunk at a time: decoding and
-    // merging (here), pairing, and building batches for the sink. Each
-    // hands its output to the next through a channel of one chunk, so that
-    // memory stays bounded and both cores work.
+    // Four stages on four threads, a chunk at a time: decoding (on the
+    // rayon pool), merging (here), pairing, and building batches for the
+    // sink. Each hands its output to the next through a channel of one
+    // chunk, so that memory stays bounded and both cores work.
     let batcher = Batcher::new(&header, &strings, &stacks, sink.reads())?;
     let skip_events = !batcher.builds("events");
     // Rows the query's filter would drop need not be made: the leaks
@@ -232,9 +232,12 @@ struct Merged {
     undefined_string_refs: u64,
 }
 
-/// The first stage: decodes `chunks` of blocks (in parallel), merges their
-/// events and sends them on with whether they are the last, until done or
-/// the next stage stops.
+/// A chunk's blocks, decoded, each with its count of undefined stack refs.
+type DecodedChunk = std::result::Result<Vec<(BlockEvents, u64)>, Reread>;
+
+/// The first stage: decodes `chunks` of blocks (in parallel, on a thread
+/// of its own, one chunk ahead), merges their events and sends them on
+/// with whether they are the last, until done or the next stage stops.
 fn merge_chunks(
     chunks: &[&[BlockSummary]],
     reader: &BlockReader<'_>,
@@ -242,42 +245,38 @@ fn merge_chunks(
     strings: &HashMap<u32, String>,
     out: &SyncSender<(Events, bool)>,
 ) -> std::result::Result<Merged, Reread> {
-    let BlockReader { bytes, layout, stack_ids, release } = *reader;
+    std::thread::scope(|scope| {
+        // Decoding the next chunk while this one merges: the merge is one
+        // thread's work, and would otherwise wait for every decode.
+        let (decoded_tx, decoded_rx) = sync_channel::<DecodedChunk>(1);
+        scope.spawn(move || {
+            for chunk in chunks {
+                let decoded = decode_chunk(chunk, reader);
+                let failed = decoded.is_err();
+                // The merge stopped: nothing more is wanted.
+                if decoded_tx.send(decoded).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        merge_decoded(chunks, decoded_rx, scale, strings, out)
+    })
+}
+
+/// Merges the decoded chunks of `chunks` as they come from `decoded`.
+fn merge_decoded(
+    chunks: &[&[BlockSummary]],
+    decoded: Receiver<DecodedChunk>,
+    scale: TimeScale,
+    strings: &HashMap<u32, String>,
+    out: &SyncSender<(Events, bool)>,
+) -> std::result::Result<Merged, Reread> {
     let mut merger = Merger::new(scale);
     let mut undefined_stack_refs = 0;
     let mut undefined_string_refs = 0;
     let mut carried = Events::default();
-    for (c, chunk) in chunks.iter().enumerate() {
-        let decoded: Vec<std::result::Result<(BlockEvents, u64), Reread>> = chunk
-            .par_iter()
-            .map(|s| {
-                let range = layout.block(s.index);
-                let offset = range.start as u64;
-                let decoded = BlockEvents::decode(&bytes[range.clone()], offset);
-                release(range);
-                // The first pass read this block; a recorder still writing
-                // may have added events since, which that pass did not
-                // count (nor their stacks and strings): leave them out.
-                let mut b = match decoded.map_err(Reread::Decode)? {
-                    Some(b) if (b.thread_id, b.seq) == (s.thread_id, s.seq) => b,
-                    _ => return Err(Reread::Changed(offset)),
-                };
-                b.truncate(s.events as usize);
-                crate::progress::advance(layout.block_len);
-                // Trace-wide stack ids for the thread's own.
-                let mut undefined = 0;
-                let thread = b.thread_id;
-                for id in b.stack.iter_mut().filter(|id| **id != 0) {
-                    *id = stack_ids.get(&(thread, *id)).copied().unwrap_or_else(|| {
-                        undefined += 1;
-                        0
-                    });
-                }
-                Ok((b, undefined))
-            })
-            .collect();
-        for d in decoded {
-            let (b, undefined) = d?;
+    for (c, blocks) in decoded.into_iter().enumerate() {
+        for (b, undefined) in blocks? {
             undefined_stack_refs += undefined;
             merger.push(b);
         }
@@ -310,6 +309,40 @@ fn merge_chunks(
         let _ = out.send((Events::default(), true));
     }
     Ok(Merged { merger, undefined_stack_refs, undefined_string_refs })
+}
+
+/// Decodes the blocks of `chunk` in parallel, in order, with trace-wide
+/// stack ids; gives their pages back once read.
+fn decode_chunk(chunk: &[BlockSummary], reader: &BlockReader<'_>) -> DecodedChunk {
+    let BlockReader { bytes, layout, stack_ids, release } = *reader;
+    chunk
+        .par_iter()
+        .map(|s| {
+            let range = layout.block(s.index);
+            let offset = range.start as u64;
+            let decoded = BlockEvents::decode(&bytes[range.clone()], offset);
+            release(range);
+            // The first pass read this block; a recorder still writing
+            // may have added events since, which that pass did not
+            // count (nor their stacks and strings): leave them out.
+            let mut b = match decoded.map_err(Reread::Decode)? {
+                Some(b) if (b.thread_id, b.seq) == (s.thread_id, s.seq) => b,
+                _ => return Err(Reread::Changed(offset)),
+            };
+            b.truncate(s.events as usize);
+            crate::progress::advance(layout.block_len);
+            // Trace-wide stack ids for the thread's own.
+            let mut undefined = 0;
+            let thread = b.thread_id;
+            for id in b.stack.iter_mut().filter(|id| **id != 0) {
+                *id = stack_ids.get(&(thread, *id)).copied().unwrap_or_else(|| {
+                    undefined += 1;
+                    0
+                });
+            }
+            Ok((b, undefined))
+        })
+        .collect()
 }
 
 /// Hands every row made final so far to `sink`, in batches of at most
