@@ -24,7 +24,9 @@
 //! * the frame `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`, or
 //!   `RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW` with an `ORDER BY`
 //!   (the default frame of `SUM(x) OVER (ORDER BY …)`), where peers share
-//!   the sum through the last of them;
+//!   the sum through the last of them (DataFusion orders a `RANGE` frame
+//!   without `ORDER BY` by a constant: each partition is then one group
+//!   of peers, held until it ends, as DataFusion holds it);
 //! * input sorted on the partition keys (`InputOrderMode::Sorted`), so that
 //!   each partition's rows are adjacent, in window order;
 //! * partition and (for `RANGE`) order keys of types whose equality

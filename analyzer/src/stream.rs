@@ -312,10 +312,12 @@ fn merge_decoded(
 }
 
 /// Decodes the blocks of `chunk` in parallel, in order, with trace-wide
-/// stack ids; gives their pages back once read.
+/// stack ids; gives their pages back once read. Of several blocks that
+/// fail, the error is the first one's in the chunk, whatever order the
+/// threads met them in.
 fn decode_chunk(chunk: &[BlockSummary], reader: &BlockReader<'_>) -> DecodedChunk {
     let BlockReader { bytes, layout, stack_ids, release } = *reader;
-    chunk
+    let decoded: Vec<std::result::Result<(BlockEvents, u64), Reread>> = chunk
         .par_iter()
         .map(|s| {
             let range = layout.block(s.index);
@@ -342,7 +344,8 @@ fn decode_chunk(chunk: &[BlockSummary], reader: &BlockReader<'_>) -> DecodedChun
             }
             Ok((b, undefined))
         })
-        .collect()
+        .collect();
+    decoded.into_iter().collect()
 }
 
 /// Hands every row made final so far to `sink`, in batches of at most
