@@ -406,21 +406,25 @@ impl RunningSums {
             return Ok(None);
         }
         if self.keys.peers_by.is_empty() {
-            return self.give_out(&batch).map(Some);
+            return self.give_out(&batch, &[]).map(Some);
         }
         let peers = self.peer_groups(&batch)?;
         let cut = peers.last().map_or(0, |r| r.start);
         self.held = Some(batch.slice(cut, rows - cut));
         match cut {
             0 => Ok(None),
-            cut => self.give_out(&batch.slice(0, cut)).map(Some),
+            // The groups before the last are those of the rows before it.
+            cut => self.give_out(&batch.slice(0, cut), &peers[..peers.len() - 1]).map(Some),
         }
     }
 
     /// The rows still held at the end of the input, with their sums.
     fn finish(&mut self) -> Result<Option<RecordBatch>> {
         match self.held.take() {
-            Some(held) if held.num_rows() > 0 => self.give_out(&held).map(Some),
+            Some(held) if held.num_rows() > 0 => {
+                let peers = self.peer_groups(&held)?;
+                self.give_out(&held, &peers).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -431,9 +435,10 @@ impl RunningSums {
         Ok(partition(&keys)?.ranges())
     }
 
-    /// `batch` with its running sums appended as columns; every peer group
-    /// of `batch` is whole.
-    fn give_out(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+    /// `batch` with its running sums appended as columns. `peers` are its
+    /// groups of peers (see [`RunningSums::peer_groups`]), each whole; empty
+    /// when no sum has peers.
+    fn give_out(&mut self, batch: &RecordBatch, peers: &[Range<usize>]) -> Result<RecordBatch> {
         let rows = batch.num_rows();
         let keys = evaluate(self.keys.partition_by.iter(), batch)?;
         // Rows where a new partition starts.
@@ -444,14 +449,10 @@ impl RunningSums {
         if self.continues(&keys)? {
             starts.remove(0);
         }
-        let peers = match self.keys.peers_by.is_empty() {
-            true => Vec::new(),
-            false => self.peer_groups(batch)?,
-        };
         let mut columns = batch.columns().to_vec();
         for (sum, total) in &mut self.sums {
             let values = sum.argument.evaluate(batch)?.into_array(rows)?;
-            let groups = if sum.peers { Some(peers.as_slice()) } else { None };
+            let groups = if sum.peers { Some(peers) } else { None };
             let column: ArrayRef = match sum.data_type {
                 DataType::Int64 => Arc::new(running::<Int64Type>(&values, &starts, groups, total)?),
                 DataType::UInt64 => {
