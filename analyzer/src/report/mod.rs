@@ -16,6 +16,12 @@ pub mod units;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemTable;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
@@ -448,18 +454,38 @@ const LIVE_TABLE: &str = "memscope_report_live";
 /// deallocations came first (as `queries/fragmentation.sql` orders them). One window over every allocation and deallocation,
 /// shared by the peak, the timeline and the groups' peak contributions.
 async fn live_bytes(ctx: &SessionContext) -> Result<()> {
-    Rows::fetch(
-        ctx,
-        "report live bytes",
-        &format!(
-            "CREATE TABLE IF NOT EXISTS {LIVE_TABLE} AS
-             WITH d AS (SELECT alloc_ts_ns AS ts, size * weight AS delta FROM allocations
+    if ctx.table_exist(LIVE_TABLE).unwrap_or(false) {
+        return Ok(());
+    }
+    let context = "computing the report's live bytes";
+    let frame = ctx
+        .sql(
+            "WITH d AS (SELECT alloc_ts_ns AS ts, size * weight AS delta FROM allocations
                         UNION ALL SELECT free_ts_ns, -(size * weight) FROM allocations WHERE free_ts_ns IS NOT NULL),
                   r AS (SELECT ts, SUM(delta) OVER (ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS live FROM d)
-             SELECT ts, MAX(live) AS live FROM r GROUP BY ts"
-        ),
-    )
-    .await?;
+             SELECT ts, MAX(live) AS live FROM r GROUP BY ts",
+        )
+        .await
+        .map_err(|e| Error::engine(context, e))?;
+    let planned = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(|e| Error::engine(context, e))?;
+    // The batches' own schema where there are any: its nullability can be
+    // narrower than the plan's.
+    let schema = batches.first().map_or(planned, RecordBatch::schema);
+    // The aggregate hands its groups out as slices of a few large arrays.
+    // A sort over a table of such slices counts each one as its whole
+    // array against the memory pool, and ran out of the pool on traces of
+    // a few megabytes: each batch is copied into arrays of its own size.
+    let batches = batches
+        .iter()
+        .map(|b| {
+            let all = UInt32Array::from_iter_values(0..b.num_rows() as u32);
+            take_record_batch(b, &all)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::engine(context, e))?;
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::engine(context, e))?;
+    ctx.register_table(LIVE_TABLE, Arc::new(table)).map_err(|e| Error::engine(context, e))?;
     Ok(())
 }
 
@@ -714,11 +740,8 @@ async fn fragmentation(ctx: &SessionContext) -> Result<Vec<Fragmentation>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::array::Float64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::record_batch::RecordBatch;
 
     use super::*;
 
