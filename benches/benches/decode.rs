@@ -6,8 +6,8 @@
 //!
 //! Run: `cargo bench -p memscope-benches --bench decode`
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use memscope_analyzer::decode::TraceFile;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use memscope_analyzer::decode::{BlockEvents, TraceFile};
 use memscope_analyzer::memory::MemoryLimit;
 use memscope_analyzer::merge::{Events, Merger};
 use memscope_analyzer::pairing::{Pairer, Rows};
@@ -36,12 +36,27 @@ fn benches(c: &mut Criterion) {
     g.bench_function("index_first_pass", |b| {
         b.iter(|| TraceIndex::build(file.bytes(), file.layout()).unwrap())
     });
-    let mut merger = Merger::new(TimeScale::new(file.header()));
-    for block in blocks {
-        merger.push(block);
-    }
+    let scale = TimeScale::new(file.header());
+    let merger_of = |blocks: &[BlockEvents]| {
+        let mut merger = Merger::new(scale);
+        for block in blocks {
+            merger.push(block.clone());
+        }
+        merger
+    };
+    g.bench_function("merge", |b| {
+        b.iter_batched(
+            || merger_of(&blocks),
+            |mut merger| {
+                let mut merged = Events::default();
+                merger.drain(None, &mut merged);
+                merged
+            },
+            BatchSize::LargeInput,
+        )
+    });
     let mut merged = Events::default();
-    merger.drain(None, &mut merged);
+    merger_of(&blocks).drain(None, &mut merged);
     g.bench_function("pair", |b| {
         b.iter(|| {
             let mut rows = Rows::default();
