@@ -10,6 +10,12 @@ use memscope_schema::{Record, TraceWriter};
 /// reallocation first, and 0.1 % of blocks are leaked. Timestamps advance
 /// 20 to 60 ns per event, in nanoseconds.
 pub fn synthetic_trace(events: usize, threads: u32) -> Vec<u8> {
+    synthetic_writer(events, threads).finish()
+}
+
+/// The trace of [`synthetic_trace`], built and not yet written: for traces
+/// too big to hold twice, [`TraceWriter::write_to`] writes it out.
+pub fn synthetic_writer(events: usize, threads: u32) -> TraceWriter {
     let mut w = TraceWriter::synthetic();
     let mut rng = fastrand::Rng::with_seed(42);
     let per_thread = events / threads as usize;
@@ -51,5 +57,5 @@ pub fn synthetic_trace(events: usize, threads: u32) -> Vec<u8> {
             }
         }
     }
-    w.finish()
+    w
 }

@@ -144,17 +144,37 @@ impl TraceWriter {
     }
 
     /// The trace file's bytes.
-    pub fn finish(mut self) -> Vec<u8> {
-        self.header.blocks_used = self.blocks.len() as u64;
-        let mut out = vec![0u8; self.header.header_len as usize];
-        self.header.encode(&mut out);
-        out.reserve(self.blocks.len() * self.header.block_len as usize);
-        for block in &self.blocks {
-            for w in block {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
-        }
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.file_len());
+        self.write_to(&mut out).expect("writing to a Vec cannot fail");
         out
+    }
+
+    /// The length in bytes of the trace file [`TraceWriter::finish`]
+    /// would return.
+    pub fn file_len(&self) -> usize {
+        self.header.header_len as usize + self.blocks.len() * self.header.block_len as usize
+    }
+
+    /// Writes the trace file to `out`, giving each block's memory back once
+    /// written: a trace too big to be held twice (as built and as bytes)
+    /// can still be written.
+    ///
+    /// # Errors
+    ///
+    /// Whatever error `out` returns.
+    pub fn write_to(mut self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        self.header.blocks_used = self.blocks.len() as u64;
+        let mut header = vec![0u8; self.header.header_len as usize];
+        self.header.encode(&mut header);
+        out.write_all(&header)?;
+        let mut bytes = Vec::with_capacity(self.header.block_len as usize);
+        for block in self.blocks.drain(..) {
+            bytes.clear();
+            bytes.extend(block.iter().flat_map(|w| w.to_le_bytes()));
+            out.write_all(&bytes)?;
+        }
+        Ok(())
     }
 }
 

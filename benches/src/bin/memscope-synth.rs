@@ -3,7 +3,8 @@
 //!
 //! Usage: `memscope-synth EVENTS THREADS OUT`. The event mix is that of
 //! [`memscope_benches::synthetic_trace`]; the trace is built in memory
-//! (about 14 bytes per event) and then written, so `OUT` is never partial.
+//! (about 13 bytes per event) and then written to `OUT.partial`, which is
+//! renamed to `OUT` once complete, so `OUT` is never partial.
 
 use std::process::ExitCode;
 
@@ -21,9 +22,14 @@ fn main() -> ExitCode {
         eprintln!("memscope-synth: THREADS must be at least 1");
         return ExitCode::from(2);
     }
-    let bytes = memscope_benches::synthetic_trace(events, threads);
+    let trace = memscope_benches::synthetic_writer(events, threads);
     let tmp = format!("{out}.partial");
-    if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, out)) {
+    let written = std::fs::File::create(&tmp).and_then(|file| {
+        let mut file = std::io::BufWriter::new(file);
+        trace.write_to(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, out)) {
         eprintln!("memscope-synth: {out}: {e}");
         let _ = std::fs::remove_file(&tmp);
         return ExitCode::from(74);
