@@ -282,7 +282,7 @@ mod tests {
             b.size.push(*serial * 2);
             b.align.push(8);
             b.old_address.push(*serial * 3);
-            b.zeroed.push(*serial % 2 == 0);
+            b.zeroed.push(serial.is_multiple_of(2));
             b.stack.push(*serial as u32);
             if k == kind::TAG {
                 b.tags.push((*serial as u32, thread));
@@ -291,10 +291,14 @@ mod tests {
         b
     }
 
+    /// An output row as the test compares it: time (quantized), thread,
+    /// kind, address and tag.
+    type Row = (u64, u32, u8, u64, (u32, u32));
+
     /// The merge as its definition states it, one event at a time: the
     /// thread whose next event has the smallest (time, class, thread)
     /// goes next.
-    fn reference(threads: &[Vec<BlockEvents>]) -> Vec<(u64, u32, u8, u64, (u32, u32))> {
+    fn reference(threads: &[Vec<BlockEvents>]) -> Vec<Row> {
         let mut rows: Vec<Vec<_>> = threads
             .iter()
             .map(|blocks| {
@@ -370,7 +374,7 @@ mod tests {
                 let a = out.address[i];
                 prop_assert_eq!(
                     (out.size[i], out.old_address[i], out.zeroed[i], out.stack_id[i]),
-                    (a * 2, a * 3, a % 2 == 0, a as u32)
+                    (a * 2, a * 3, a.is_multiple_of(2), a as u32)
                 );
             }
         }
