@@ -674,7 +674,7 @@ mod tests {
             Field::new("u", DataType::UInt64, false),
             Field::new("f", DataType::Float64, true),
         ]));
-        let mut parts = vec![Vec::new(); 3];
+        let mut batches = Vec::new();
         for (c, rows) in rows.chunks(chunk).enumerate() {
             let first = (c * chunk) as i64;
             let columns: Vec<ArrayRef> = vec![
@@ -686,9 +686,9 @@ mod tests {
                 Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.4))),
                 Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.5))),
             ];
-            parts[c % 3].push(RecordBatch::try_new(Arc::clone(&schema), columns).unwrap());
+            batches.push(RecordBatch::try_new(Arc::clone(&schema), columns).unwrap());
         }
-        MemTable::try_new(schema, parts).unwrap()
+        MemTable::try_new(schema, vec![batches]).unwrap()
     }
 
     async fn answer(ctx: &SessionContext, sql: &str) -> String {
@@ -717,7 +717,11 @@ mod tests {
                 for ctx in [&ours, &theirs] {
                     // Small batches, so that partitions span batches.
                     answer(ctx, "SET datafusion.execution.batch_size = 5").await;
-                    answer(ctx, "SET datafusion.execution.target_partitions = 2").await;
+                    // One input partition and one target partition: rows
+                    // of a peer group otherwise arrive in an order that
+                    // varies between runs, and floating-point sums over
+                    // them (DataFusion's own too) vary in the last bits.
+                    answer(ctx, "SET datafusion.execution.target_partitions = 1").await;
                     ctx.register_table("t", Arc::new(table(&rows, chunk))).unwrap();
                 }
                 for (window, replaced) in QUERIES {
