@@ -19,11 +19,20 @@
 //! [`Pairer`] works a chunk of events at a time and hands rows out as soon
 //! as they are final, so that memory holds only what is live: the live
 //! allocations (with the untagged blocks of their reallocation chains,
-//! which wait for a tag), the addresses of the last [`FREED_ADDRESSES`]
-//! deallocations, and a window of [`REORDER_LOOKAHEAD`] events.
+//! which wait for a tag), the addresses of the deallocations of the last
+//! [`FREED_ADDRESSES`] events, and a window of [`REORDER_LOOKAHEAD`]
+//! events.
+//!
+//! A trace without tags can be paired in several partitions at once, each
+//! owning the addresses whose hash picks it: every event but a
+//! reallocation concerns one address, and a reallocation between two
+//! partitions is paired half in each (see [`Pairer::pair`]). The rows come
+//! out as from one partition, so the tables do not depend on how many.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use address_map::AddressMap;
@@ -158,17 +167,6 @@ pub enum Wanted {
     None,
 }
 
-impl Rows {
-    /// Whether `row` is wanted in `allocations`.
-    fn wants(&self, row: &Allocation) -> bool {
-        match self.allocations_wanted {
-            Wanted::All => true,
-            Wanted::Leaked => row.end.is_none(),
-            Wanted::None => false,
-        }
-    }
-}
-
 /// A live allocation: what its row needs besides its address and end, in
 /// one cache line (pairing reads one, at random, per deallocation).
 #[derive(Clone, Copy, Debug, Default)]
@@ -230,9 +228,378 @@ enum Ending {
     Leaked,
 }
 
-/// Pairing's state between chunks of events.
-#[derive(Debug, Default)]
+/// Pairs a trace's events chunk by chunk, on as many threads as it has
+/// partitions (see [`Pairer::partitioned`]).
+///
+/// Each partition pairs the events at the addresses it owns, with state
+/// of its own, and the rows of all are put back in the order one
+/// partition would have made them: the tables do not depend on the number
+/// of partitions.
+#[derive(Debug)]
 pub struct Pairer {
+    parts: Vec<Partition>,
+    /// For each partition, the events of the chunk it pairs, by offset:
+    /// those at its addresses (scratch of [`Pairer::pair`]).
+    mine: Vec<Vec<u32>>,
+    /// The `alloc_id` each reallocation of the chunk moved from, by event
+    /// offset in the chunk, for those whose old and new addresses have
+    /// different owners (scratch of [`Pairer::pair`]).
+    moved_from: Vec<u64>,
+    /// What did not match, counted (once [`Pairer::finish`]ed).
+    pub anomalies: Anomalies,
+    /// Allocations and bytes allocated per thread id (once finished).
+    pub per_thread: FxHashMap<u32, (u64, u64)>,
+    /// Allocations made (once finished).
+    pub allocations: u64,
+}
+
+/// Most partitions a pairer splits into.
+pub const MAX_PARTITIONS: usize = 16;
+
+impl Pairer {
+    /// A pairer of one partition at the start of a trace; `tags`: whether
+    /// the trace holds tag events (without any, untagged reallocation
+    /// chains need not wait for a type).
+    pub fn new(tags: bool) -> Pairer {
+        Pairer::partitioned(tags, 1)
+    }
+
+    /// A pairer of `partitions` partitions (1 to [`MAX_PARTITIONS`]), by
+    /// a hash of the address, that pair each chunk at once on the rayon
+    /// pool. A trace with tags gets one: a tag may name a block by an
+    /// address inside it, which another partition may own.
+    pub fn partitioned(tags: bool, partitions: usize) -> Pairer {
+        let count = if tags { 1 } else { partitions.clamp(1, MAX_PARTITIONS) as u32 };
+        Pairer {
+            parts: (0..count).map(|index| Partition::new(tags, Owner { index, count })).collect(),
+            mine: vec![Vec::new(); count as usize],
+            moved_from: Vec::new(),
+            anomalies: Anomalies::default(),
+            per_thread: FxHashMap::default(),
+            allocations: 0,
+        }
+    }
+
+    /// How many partitions pair at once.
+    pub fn partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Pairs the events of `events` (in time order, continuing those of
+    /// earlier calls) and appends the rows made final to `out`. Unless
+    /// `last`, the final [`REORDER_LOOKAHEAD`] events wait for the next
+    /// call, to which they must be passed again at the front. Returns how
+    /// many events were paired.
+    ///
+    /// With several partitions, each pairs the chunk's events at its
+    /// addresses. A reallocation from one partition's address to
+    /// another's is paired in both: the first ends the old block, the
+    /// second starts the new one with a `realloc_from` that waits for the
+    /// old block's `alloc_id`, filled in once both are done. Then their
+    /// rows are merged by the event that made each.
+    pub fn pair(&mut self, events: &Events, last: bool, out: &mut Rows) -> usize {
+        let n = if last { events.len() } else { events.len().saturating_sub(REORDER_LOOKAHEAD) };
+        let first = self.parts[0].next_event;
+        if out.events.is_empty() {
+            out.events.first_event_id = first;
+        }
+        let row0 = out.events.len();
+        out.events.extend(events, n, out.skip_events);
+        let filled = Filled::new(&mut out.events.alloc_id[row0..], &mut out.events.size[row0..]);
+        let wanted = out.allocations_wanted;
+        self.split(events, n);
+        if let ([part], [mine]) = (&mut self.parts[..], &self.mine[..]) {
+            // Straight into `out`, in order already.
+            let mut made = Made::new(wanted, false);
+            made.allocations = std::mem::take(&mut out.allocations);
+            made.anomalies = std::mem::take(&mut out.anomalies);
+            part.pair_events(events, n, mine, &filled, &mut made);
+            out.allocations = made.allocations;
+            out.anomalies = made.anomalies;
+            return n;
+        }
+        let mut made: Vec<Made> = self
+            .parts
+            .par_iter_mut()
+            .zip(&self.mine)
+            .map(|(part, mine)| {
+                let mut made = Made::new(wanted, true);
+                part.pair_events(events, n, mine, &filled, &mut made);
+                made
+            })
+            .collect();
+        self.link_moves(first, n, &mut made);
+        merge_made(made, out);
+        n
+    }
+
+    /// Ends the trace: every allocation still live is leaked, and its row
+    /// goes to `out` (in the order they started); the counts are summed.
+    pub fn finish(&mut self, out: &mut Rows) {
+        let wanted = out.allocations_wanted;
+        let keyed = self.parts.len() > 1;
+        let made: Vec<Made> = self
+            .parts
+            .iter_mut()
+            .map(|part| {
+                let mut made = Made::new(wanted, keyed);
+                part.finish(&mut made);
+                made
+            })
+            .collect();
+        merge_made(made, out);
+        for part in &mut self.parts {
+            self.anomalies.add(&std::mem::take(&mut part.anomalies));
+            for (thread_id, (count, bytes)) in part.per_thread.drain() {
+                let t = self.per_thread.entry(thread_id).or_default();
+                t.0 += count;
+                t.1 = t.1.saturating_add(bytes);
+            }
+            self.allocations += std::mem::take(&mut part.allocations);
+        }
+    }
+
+    /// Lists the events of `events[..n]` each partition pairs in
+    /// [`Pairer::mine`]: those at its addresses, and a reallocation in
+    /// both partitions of its old and new addresses.
+    fn split(&mut self, events: &Events, n: usize) {
+        for mine in &mut self.mine {
+            mine.clear();
+        }
+        if let [mine] = &mut self.mine[..] {
+            mine.extend(0..n as u32);
+            return;
+        }
+        let count = self.mine.len() as u32;
+        // A chunk holds far fewer than 2^32 events: it is in memory.
+        for i in 0..n {
+            let p = Owner::of(events.address[i], count) as usize;
+            self.mine[p].push(i as u32);
+            if events.kind[i] == kind::REALLOCATION {
+                let q = Owner::of(events.old_address[i], count) as usize;
+                if q != p {
+                    self.mine[q].push(i as u32);
+                }
+            }
+        }
+    }
+
+    /// Gives the blocks started this chunk by reallocations whose old
+    /// block another partition ended (marked [`FROM_ELSEWHERE`]) the
+    /// `alloc_id` of that block, in their rows and while live. The chunk's
+    /// events start at `event_id` `first`; `n` were paired.
+    fn link_moves(&mut self, first: u64, n: usize, made: &mut [Made]) {
+        if made.iter().all(|m| m.moved.is_empty()) {
+            return;
+        }
+        self.moved_from.clear();
+        self.moved_from.resize(n, NONE_U64);
+        for &(id, from) in made.iter().flat_map(|m| &m.moved) {
+            self.moved_from[(id - first) as usize] = from;
+        }
+        let moved_from = &self.moved_from;
+        let link = |from: &mut u64| {
+            if *from != NONE_U64 && *from & FROM_ELSEWHERE != 0 {
+                *from = moved_from[((*from & !FROM_ELSEWHERE) - first) as usize];
+            }
+        };
+        for (part, made) in self.parts.iter_mut().zip(made) {
+            for row in &mut made.allocations {
+                link(&mut row.realloc_from);
+            }
+            // A block may have ended (and its place been taken) since.
+            for &live in &made.pending {
+                link(&mut part.lives[live as usize].realloc_from);
+            }
+        }
+    }
+}
+
+/// Marks the `realloc_from` of a block started by a reallocation whose
+/// old block another partition ends: `FROM_ELSEWHERE | event_id` of the
+/// reallocation, until [`Pairer::pair`] links it (event ids stay below
+/// 2^63).
+const FROM_ELSEWHERE: u64 = 1 << 63;
+
+/// Which addresses a partition of pairing owns: those whose hash picks
+/// `index` of `count`.
+#[derive(Clone, Copy, Debug)]
+struct Owner {
+    index: u32,
+    count: u32,
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Owner { index: 0, count: 1 }
+    }
+}
+
+impl Owner {
+    /// The index of the partition of `count` that owns `address`.
+    #[inline]
+    fn of(address: u64, count: u32) -> u32 {
+        // The product's top bits depend on every bit of the address above
+        // the 16-byte alignment; scaled to `count` without a division.
+        let h = (address >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        ((h * u64::from(count)) >> 32) as u32
+    }
+
+    /// Whether `address` is this partition's.
+    #[inline]
+    fn owns(self, address: u64) -> bool {
+        self.count == 1 || Owner::of(address, self.count) == self.index
+    }
+}
+
+/// What one partition made of a chunk, to be merged with the others'.
+#[derive(Debug)]
+struct Made {
+    /// Which allocation rows to make.
+    wanted: Wanted,
+    /// Whether to keep [`Made::order`] (only with several partitions).
+    keyed: bool,
+    /// Rows of ended (or leaked) allocations, in the order made.
+    allocations: Vec<Allocation>,
+    /// For each row of `allocations`, its place among every partition's:
+    /// twice the `event_id` that ended it, plus 1 when it is the second
+    /// block that event ends (an allocation at the live address of a
+    /// missing deallocation, after the block a reallocation moved from);
+    /// for leaked rows, the `alloc_id`.
+    order: Vec<u64>,
+    /// Anomalies, in event order.
+    anomalies: Vec<Anomaly>,
+    /// Reallocations whose old address it owns and new address it does
+    /// not: `event_id` and the `alloc_id` of the block it ended there
+    /// ([`NONE_U64`] when none was live).
+    moved: Vec<(u64, u64)>,
+    /// Its live blocks started this chunk with a `realloc_from` marked
+    /// [`FROM_ELSEWHERE`].
+    pending: Vec<u32>,
+}
+
+impl Made {
+    fn new(wanted: Wanted, keyed: bool) -> Made {
+        Made {
+            wanted,
+            keyed,
+            allocations: Vec::new(),
+            order: Vec::new(),
+            anomalies: Vec::new(),
+            moved: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Whether `row` is wanted in `allocations`.
+    #[inline]
+    fn wants(&self, row: &Allocation) -> bool {
+        match self.wanted {
+            Wanted::All => true,
+            Wanted::Leaked => row.end.is_none(),
+            Wanted::None => false,
+        }
+    }
+
+    /// Hands out `row`, placed by `order` (see [`Made::order`]).
+    #[inline]
+    fn push(&mut self, row: Allocation, order: u64) {
+        self.allocations.push(row);
+        if self.keyed {
+            self.order.push(order);
+        }
+    }
+}
+
+/// Appends the rows of every partition's `made` to `out`, in the order
+/// one partition would have made them.
+fn merge_made(made: Vec<Made>, out: &mut Rows) {
+    let mut allocations = Vec::with_capacity(made.len());
+    let mut anomalies = Vec::with_capacity(made.len());
+    for m in made {
+        allocations.push((m.order, m.allocations));
+        // An event's unknown reallocation before its overlapping
+        // allocation, as one partition makes them.
+        let order = m
+            .anomalies
+            .iter()
+            .map(|a| 2 * a.event + u64::from(a.kind == AnomalyKind::OverlappingAllocation))
+            .collect();
+        anomalies.push((order, m.anomalies));
+    }
+    merge_ordered(allocations, &mut out.allocations);
+    merge_ordered(anomalies, &mut out.anomalies);
+}
+
+/// Appends the items of `runs`, each sorted by its order keys, to `out` in
+/// the order of their keys.
+fn merge_ordered<T>(runs: Vec<(Vec<u64>, Vec<T>)>, out: &mut Vec<T>) {
+    if runs.len() == 1 {
+        let (_, items) = runs.into_iter().next().expect("one run");
+        if out.is_empty() {
+            *out = items;
+        } else {
+            out.extend(items);
+        }
+        return;
+    }
+    // Which run each item comes from, in order, worked out from the keys
+    // alone; then the items move once.
+    let mut next = vec![0; runs.len()];
+    let total = runs.iter().map(|(_, items)| items.len()).sum();
+    let mut from = Vec::with_capacity(total);
+    for _ in 0..total {
+        let r = (0..runs.len())
+            .filter(|&r| next[r] < runs[r].0.len())
+            .min_by_key(|&r| runs[r].0[next[r]])
+            .expect("an item is left");
+        from.push(r);
+        next[r] += 1;
+    }
+    let mut items: Vec<_> = runs.into_iter().map(|(_, items)| items.into_iter()).collect();
+    out.extend(from.into_iter().map(|r| items[r].next().expect("counted")));
+}
+
+/// The `alloc_id` and `size` columns of a chunk's event rows, which the
+/// partitions of pairing fill in at once, each the rows of the events at
+/// its own addresses (so that no row is written by two).
+struct Filled<'a> {
+    alloc_id: &'a [AtomicU64],
+    size: &'a [AtomicU64],
+}
+
+impl<'a> Filled<'a> {
+    fn new(alloc_id: &'a mut [u64], size: &'a mut [u64]) -> Filled<'a> {
+        const _: () = assert!(std::mem::align_of::<AtomicU64>() == std::mem::align_of::<u64>());
+        fn atomic(values: &mut [u64]) -> &[AtomicU64] {
+            // SAFETY: `AtomicU64` has the size and bit validity of `u64`
+            // and, as asserted above, its alignment; the exclusive borrow
+            // of `values` lasts as long as the view, so nothing else
+            // touches them meanwhile.
+            unsafe { &*(values as *mut [u64] as *const [AtomicU64]) }
+        }
+        Filled { alloc_id: atomic(alloc_id), size: atomic(size) }
+    }
+
+    /// Sets the `alloc_id` of event `i` of the chunk.
+    #[inline]
+    fn set_alloc_id(&self, i: usize, alloc_id: u64) {
+        self.alloc_id[i].store(alloc_id, Ordering::Relaxed);
+    }
+
+    /// Sets the `size` of event `i` of the chunk.
+    #[inline]
+    fn set_size(&self, i: usize, size: u64) {
+        self.size[i].store(size, Ordering::Relaxed);
+    }
+}
+
+/// One partition of pairing's state between chunks of events: the
+/// allocations at the addresses it owns (see [`Owner`]).
+#[derive(Debug, Default)]
+struct Partition {
+    /// Which addresses it pairs.
+    owner: Owner,
     /// `event_id` of the next event to pair.
     next_event: u64,
     lives: Vec<Live>,
@@ -253,11 +620,11 @@ pub struct Pairer {
     /// live allocation they end and its address (see [`Pairer::overlap`]).
     late_ends: FxHashMap<u64, (u32, u64)>,
     /// What did not match, counted.
-    pub anomalies: Anomalies,
+    anomalies: Anomalies,
     /// Allocations and bytes allocated per thread id.
-    pub per_thread: FxHashMap<u32, (u64, u64)>,
+    per_thread: FxHashMap<u32, (u64, u64)>,
     /// Allocations made.
-    pub allocations: u64,
+    allocations: u64,
     /// Whether the trace holds tag events.
     tags: bool,
 }
@@ -272,52 +639,58 @@ pub const REORDER_WINDOW_NS: i64 = 2_000;
 /// next chunk.
 pub const REORDER_LOOKAHEAD: usize = 256;
 
-impl Pairer {
-    /// A pairer at the start of a trace; `tags`: whether the trace holds
-    /// tag events (without any, untagged reallocation chains need not wait
-    /// for a type).
-    pub fn new(tags: bool) -> Pairer {
-        Pairer { tags, ..Pairer::default() }
+impl Partition {
+    /// A partition at the start of a trace, pairing the addresses of
+    /// `owner`; `tags`: whether the trace holds tag events (without any,
+    /// untagged reallocation chains need not wait for a type).
+    fn new(tags: bool, owner: Owner) -> Partition {
+        Partition { tags, owner, ..Partition::default() }
     }
 
-    /// Pairs the events of `events` (in time order, continuing those of
-    /// earlier calls) and appends the rows made final to `out`. Unless
-    /// `last`, the final [`REORDER_LOOKAHEAD`] events wait for the next
-    /// call, to which they must be passed again at the front. Returns how
-    /// many events were paired.
-    pub fn pair(&mut self, events: &Events, last: bool, out: &mut Rows) -> usize {
-        let n = if last { events.len() } else { events.len().saturating_sub(REORDER_LOOKAHEAD) };
-        if out.events.is_empty() {
-            out.events.first_event_id = self.next_event;
-        }
-        let row0 = out.events.len();
-        out.events.extend(events, n, out.skip_events);
-        for i in 0..n {
-            self.prefetch(events, i);
+    /// Pairs the events `mine` of the first `n` events of `events` (in
+    /// time order, continuing those of earlier calls; the rest only looked
+    /// at): those whose addresses it owns, in order. It fills in their `alloc_id` and `size` in `filled` and handing
+    /// the rows made final to `out`. Of a reallocation whose old and new
+    /// addresses have different owners, each pairs its own side: the old
+    /// side's owner ends the old block and says which one it was in
+    /// [`Made::moved`]; the new side's owner starts the new block with a
+    /// `realloc_from` marked [`FROM_ELSEWHERE`], listed in
+    /// [`Made::pending`], which [`Pairer::pair`] then resolves.
+    fn pair_events(
+        &mut self,
+        events: &Events,
+        n: usize,
+        mine: &[u32],
+        filled: &Filled<'_>,
+        out: &mut Made,
+    ) {
+        let owner = self.owner;
+        for (k, &i) in mine.iter().enumerate() {
+            let i = i as usize;
+            self.prefetch(events, mine, k);
             let id = self.next_event + i as u64;
-            let r = row0 + i;
             match events.kind[i] {
                 kind::ALLOCATION => {
                     let live = self.start(events, i, NONE_U64);
-                    out.events.alloc_id[r] = id;
+                    filled.set_alloc_id(i, id);
                     self.place(events, i, live, out);
                 }
                 kind::DEALLOCATION => {
                     let address = events.address[i];
                     let ended = match self.late_end(id) {
                         Some(live) => Some(live),
-                        None => self.free_at(address, false),
+                        None => self.free_at(address, false, id),
                     };
                     match ended {
                         Some(live) => {
                             let l = &self.lives[live as usize];
-                            out.events.alloc_id[r] = l.alloc_id;
-                            out.events.size[r] = l.size;
-                            self.end(live, address, events, i, Ending::Freed, out);
+                            filled.set_alloc_id(i, l.alloc_id);
+                            filled.set_size(i, l.size);
+                            self.end(live, address, events, i, Ending::Freed, 0, out);
                         }
                         None => {
-                            out.events.size[r] = NONE_U64;
-                            let (kind, alloc_id) = match self.freed.last(address) {
+                            filled.set_size(i, NONE_U64);
+                            let (kind, alloc_id) = match self.freed.last(address, id) {
                                 Some(before) => {
                                     self.anomalies.double_deallocations += 1;
                                     (AnomalyKind::DoubleDeallocation, before)
@@ -333,25 +706,42 @@ impl Pairer {
                 }
                 kind::REALLOCATION => {
                     let (old_address, address) = (events.old_address[i], events.address[i]);
-                    let old = match self.late_end(id) {
-                        Some(live) => Some(live),
-                        // In place, the new block takes the slot below.
-                        None => self.free_at(old_address, old_address == address),
-                    };
-                    let from = match old {
-                        Some(o) => self.lives[o as usize].alloc_id,
-                        None => {
-                            self.anomalies.unknown_reallocations += 1;
-                            let a = AnomalyKind::UnknownReallocation;
-                            out.anomalies.push(anomaly(events, i, id, a, NONE_U64));
-                            NONE_U64
+                    let (old_side, new_side) = (owner.owns(old_address), owner.owns(address));
+                    let mut old = None;
+                    let mut from = NONE_U64;
+                    if old_side {
+                        old = match self.late_end(id) {
+                            Some(live) => Some(live),
+                            // In place, the new block takes the slot below.
+                            None => self.free_at(old_address, old_address == address, id),
+                        };
+                        from = match old {
+                            Some(o) => self.lives[o as usize].alloc_id,
+                            None => {
+                                self.anomalies.unknown_reallocations += 1;
+                                let a = AnomalyKind::UnknownReallocation;
+                                out.anomalies.push(anomaly(events, i, id, a, NONE_U64));
+                                NONE_U64
+                            }
+                        };
+                    }
+                    if !new_side {
+                        out.moved.push((id, from));
+                        if let Some(old) = old {
+                            let ending = Ending::Reallocated { to: id };
+                            self.end(old, old_address, events, i, ending, 0, out);
                         }
-                    };
+                        continue;
+                    }
+                    let from = if old_side { from } else { FROM_ELSEWHERE | id };
                     let live = self.start(events, i, from);
-                    out.events.alloc_id[r] = id;
+                    if !old_side {
+                        out.pending.push(live);
+                    }
+                    filled.set_alloc_id(i, id);
                     if let Some(old) = old {
                         let ending = Ending::Reallocated { to: id };
-                        let before = self.end(old, old_address, events, i, ending, out);
+                        let before = self.end(old, old_address, events, i, ending, 0, out);
                         let waiting = self.keep_waiting(before.waiting);
                         let new = &mut self.lives[live as usize];
                         new.type_id = before.type_id;
@@ -361,6 +751,7 @@ impl Pairer {
                     self.place(events, i, live, out);
                 }
                 _ => {
+                    // Tags come only to a pairer of one partition.
                     let address = events.address[i];
                     let (type_id, var_id) = events.tag[i];
                     let live = match self.slots.get(address).map(|l| l as u32) {
@@ -372,7 +763,7 @@ impl Pairer {
                             let l = &mut self.lives[live as usize];
                             l.type_id = type_id;
                             l.var_id = var_id;
-                            out.events.alloc_id[r] = l.alloc_id;
+                            filled.set_alloc_id(i, l.alloc_id);
                         }
                         None => {
                             self.anomalies.unmatched_tags += 1;
@@ -384,12 +775,11 @@ impl Pairer {
             }
         }
         self.next_event += n as u64;
-        n
     }
 
     /// Ends the trace: every allocation still live is leaked, and its row
     /// goes to `out` (in the order they started).
-    pub fn finish(&mut self, out: &mut Rows) {
+    fn finish(&mut self, out: &mut Made) {
         let mut live: Vec<(u32, u64)> = self
             .slots
             .iter()
@@ -399,36 +789,48 @@ impl Pairer {
         live.sort_unstable_by_key(|&(l, _)| (self.lives[l as usize].alloc_id, l));
         live.dedup_by_key(|&mut (l, _)| l);
         for (l, address) in live {
-            self.finalize(l, address, None, Ending::Leaked, out);
+            let order = self.lives[l as usize].alloc_id;
+            self.finalize(l, address, None, Ending::Leaked, order, out);
         }
         self.slots.clear();
         self.late_ends.clear();
         self.ordered = None;
     }
 
-    /// Asks the CPU to fetch what the events ahead of event `i` will look
-    /// up (see [`PREFETCH_AHEAD`]).
+    /// Asks the CPU to fetch what the events ahead of `mine[k]` (see
+    /// [`Partition::pair_events`]) will look up (see [`PREFETCH_AHEAD`]).
     #[inline]
-    fn prefetch(&self, events: &Events, i: usize) {
-        let far = i + PREFETCH_AHEAD;
-        if far < events.len() {
-            self.slots.prefetch(events.address[far]);
-            match events.kind[far] {
-                kind::DEALLOCATION => self.freed.prefetch(events.address[far]),
-                kind::REALLOCATION => {
-                    self.slots.prefetch(events.old_address[far]);
-                    self.freed.prefetch(events.old_address[far]);
+    fn prefetch(&self, events: &Events, mine: &[u32], k: usize) {
+        let owner = self.owner;
+        if let Some(&far) = mine.get(k + PREFETCH_AHEAD) {
+            let far = far as usize;
+            let address = events.address[far];
+            if events.kind[far] != kind::REALLOCATION {
+                self.slots.prefetch(address);
+                if events.kind[far] == kind::DEALLOCATION {
+                    self.freed.prefetch(address);
                 }
-                _ => {}
+            } else {
+                let old_address = events.old_address[far];
+                if owner.owns(address) {
+                    self.slots.prefetch(address);
+                }
+                if owner.owns(old_address) {
+                    self.slots.prefetch(old_address);
+                    self.freed.prefetch(old_address);
+                }
             }
         }
-        let near = i + PREFETCH_AHEAD / 2;
-        if near < events.len() {
+        if let Some(&near) = mine.get(k + PREFETCH_AHEAD / 2) {
+            let near = near as usize;
             let address = match events.kind[near] {
                 kind::DEALLOCATION => events.address[near],
                 kind::REALLOCATION => events.old_address[near],
                 _ => return,
             };
+            if !owner.owns(address) {
+                return;
+            }
             if let Some(live) = self.slots.get(address).map(|l| l as u32) {
                 let line: *const Live = &self.lives[live as usize];
                 address_map::prefetch(line.cast());
@@ -437,7 +839,7 @@ impl Pairer {
     }
 
     /// The live allocation that event `id` ends because it came late (see
-    /// [`Pairer::overlap`]), if any.
+    /// [`Partition::overlap`]), if any.
     #[inline]
     fn late_end(&mut self, id: u64) -> Option<u32> {
         if self.late_ends.is_empty() {
@@ -481,7 +883,7 @@ impl Pairer {
 
     /// Makes the allocation `live`, started by event `i`, the one live at
     /// its address.
-    fn place(&mut self, events: &Events, i: usize, live: u32, out: &mut Rows) {
+    fn place(&mut self, events: &Events, i: usize, live: u32, out: &mut Made) {
         let address = events.address[i];
         if let Some(ordered) = &mut self.ordered {
             ordered.insert(address, live);
@@ -491,13 +893,13 @@ impl Pairer {
         }
     }
 
-    /// Ends the block live at `address`, if any, and returns it: the
-    /// address is recorded as freed, unless `reused` (a block starts there
-    /// next).
-    fn free_at(&mut self, address: u64, reused: bool) -> Option<u32> {
+    /// Ends the block live at `address`, if any, at event `id`, and
+    /// returns it: the address is recorded as freed, unless `reused` (a
+    /// block starts there next).
+    fn free_at(&mut self, address: u64, reused: bool, id: u64) -> Option<u32> {
         let live = self.slots.remove(address)? as u32;
         if !reused {
-            self.freed.record(address, self.lives[live as usize].alloc_id);
+            self.freed.record(address, self.lives[live as usize].alloc_id, id);
         }
         self.unorder(address);
         Some(live)
@@ -525,7 +927,7 @@ impl Pairer {
     /// recorded out of order: that event ends `prev` when it comes.
     /// Otherwise a deallocation is missing from the trace; `prev` ends here
     /// and the anomaly is counted.
-    fn overlap(&mut self, events: &Events, i: usize, prev: u32, out: &mut Rows) {
+    fn overlap(&mut self, events: &Events, i: usize, prev: u32, out: &mut Made) {
         let address = events.address[i];
         let limit = (i + 1 + REORDER_LOOKAHEAD).min(events.len());
         let late = (i + 1..limit)
@@ -549,12 +951,17 @@ impl Pairer {
                 let id = self.next_event + i as u64;
                 let a = AnomalyKind::OverlappingAllocation;
                 out.anomalies.push(anomaly(events, i, id, a, alloc_id));
-                self.end(prev, address, events, i, Ending::Freed, out);
+                // After the end of the block that a reallocation at the
+                // same event moved away from (see `Made::order`).
+                self.end(prev, address, events, i, Ending::Freed, 1, out);
             }
         }
     }
 
-    /// Ends allocation `live`, started at `address`, at event `i`.
+    /// Ends allocation `live`, started at `address`, at event `i`; `second`
+    /// is 1 for the second block an event ends, else 0 (see
+    /// [`Made::order`]).
+    #[allow(clippy::too_many_arguments)]
     fn end(
         &mut self,
         live: u32,
@@ -562,24 +969,28 @@ impl Pairer {
         events: &Events,
         i: usize,
         ending: Ending,
-        out: &mut Rows,
+        second: u64,
+        out: &mut Made,
     ) -> Inherit {
         let end = Some((events.ts_ns[i], events.thread_id[i]));
-        self.finalize(live, address, end, ending, out)
+        let order = 2 * (self.next_event + i as u64) + second;
+        self.finalize(live, address, end, ending, order, out)
     }
 
     /// Hands the ended (or leaked) allocation `live`, started at `address`,
     /// out, with the blocks of its chain that waited for its type, or
     /// keeps them waiting for the next block of the chain (only in a trace
     /// with tags: without any, no block can get a type later); frees its
-    /// slot.
+    /// slot. `order` places its rows among those of other partitions (see
+    /// [`Made::order`]).
     fn finalize(
         &mut self,
         live: u32,
         address: u64,
         end: Option<(i64, u32)>,
         ending: Ending,
-        out: &mut Rows,
+        order: u64,
+        out: &mut Made,
     ) -> Inherit {
         let l = self.lives[live as usize];
         let mut row = l.row(address, end);
@@ -601,9 +1012,11 @@ impl Pairer {
                 w.var_id = var_id;
             }
         }
-        out.allocations.extend(waiting);
+        for w in waiting {
+            out.push(w, order);
+        }
         if out.wants(&row) {
-            out.allocations.push(row);
+            out.push(row, order);
         }
         Inherit { type_id, var_id, waiting: Vec::new() }
     }
@@ -679,6 +1092,17 @@ pub struct Anomalies {
     pub overlapping_allocations: u64,
     /// Tags whose address lies in no live allocation.
     pub unmatched_tags: u64,
+}
+
+impl Anomalies {
+    /// Adds the counts of `other`.
+    fn add(&mut self, other: &Anomalies) {
+        self.double_deallocations += other.double_deallocations;
+        self.unknown_deallocations += other.unknown_deallocations;
+        self.unknown_reallocations += other.unknown_reallocations;
+        self.overlapping_allocations += other.overlapping_allocations;
+        self.unmatched_tags += other.unmatched_tags;
+    }
 }
 
 /// What kind of anomaly an [`Anomaly`] is; its name is the `kind` of the

@@ -57,27 +57,47 @@ impl From<crate::error::Error> for StreamError {
 pub const CHUNK_BLOCKS: usize = 16;
 
 /// How the second pass reads: [`Options::default`] decodes
-/// [`CHUNK_BLOCKS`] blocks at once and gives nothing back.
+/// [`CHUNK_BLOCKS`] blocks at once, pairs in
+/// [`default_pairing_partitions`] partitions and gives nothing back.
 #[derive(Clone, Copy)]
 pub struct Options<'a> {
     /// Blocks decoded at once (at least one): the tables are the same
     /// whatever that number; memory grows with it.
     pub chunk_blocks: usize,
+    /// Partitions of pairing (see [`Pairer::partitioned`]): the tables
+    /// are the same whatever that number.
+    pub pairing_partitions: usize,
     /// Called with the byte range of each block once decoded, so that the
     /// caller can give its memory back (see
     /// [`crate::mapping::GuardedMap::release`]).
     pub release: &'a (dyn Fn(Range<usize>) + Sync),
 }
 
+/// Partitions of pairing by default: one fewer than the rayon pool's
+/// threads, at least one. Decoding, merging and building batches keep
+/// about one core busy beside pairing; on two cores, two partitions made
+/// the leaks query slower (each partition keeps its own maps, and the
+/// rows of all are merged), though pairing alone was faster.
+pub fn default_pairing_partitions() -> usize {
+    rayon::current_num_threads().saturating_sub(1).max(1)
+}
+
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { chunk_blocks: CHUNK_BLOCKS, release: &|_| {} }
+        Options {
+            chunk_blocks: CHUNK_BLOCKS,
+            pairing_partitions: default_pairing_partitions(),
+            release: &|_| {},
+        }
     }
 }
 
 impl std::fmt::Debug for Options<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options").field("chunk_blocks", &self.chunk_blocks).finish_non_exhaustive()
+        f.debug_struct("Options")
+            .field("chunk_blocks", &self.chunk_blocks)
+            .field("pairing_partitions", &self.pairing_partitions)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +118,7 @@ pub fn run(
     sink: &mut (dyn TableSink + Send),
     options: Options<'_>,
 ) -> std::result::Result<TraceData, StreamError> {
-    let Options { chunk_blocks, release } = options;
+    let Options { chunk_blocks, pairing_partitions, release } = options;
     let scale = TimeScale::new(&header);
     crate::progress::stage(format!("symbolizing {} stacks", index.stacks.len()));
     let stacks = Stacks::symbolize(index.stacks, index.modules);
@@ -110,8 +130,8 @@ pub fn run(
     let chunks: Vec<_> = index.blocks.chunks(chunk_blocks.max(1)).collect();
     let stack_ids = &index.stack_ids;
     // Four stages on four threads, a chunk at a time: decoding (on the
-    // rayon pool), merging (here), pairing, and building batches for the
-    // sink. Each hands its output to the next through a channel of one
+    // rayon pool), merging (here), pairing (its partitions on the rayon
+    // pool when there are several), and building batches for the sink. Each hands its output to the next through a channel of one
     // chunk, so that memory stays bounded and both cores work.
     let batcher = Batcher::new(&header, &strings, &stacks, sink.reads())?;
     let skip_events = !batcher.builds("events");
@@ -128,7 +148,7 @@ pub fn run(
         let (events_tx, events_rx) = sync_channel::<(Events, bool)>(1);
         let (rows_tx, rows_rx) = sync_channel::<Rows>(1);
         let pairing = scope.spawn(move || {
-            let mut pairer = Pairer::new(tags);
+            let mut pairer = Pairer::partitioned(tags, pairing_partitions);
             for (events, last) in events_rx {
                 let mut rows = Rows { skip_events, allocations_wanted, ..Rows::default() };
                 let n = pairer.pair(&events, last, &mut rows);

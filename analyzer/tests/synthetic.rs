@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use memscope_analyzer::datafusion::arrow::compute::concat_batches;
+use memscope_analyzer::datafusion::arrow::record_batch::RecordBatch;
 use memscope_analyzer::decode::TraceFile;
+use memscope_analyzer::model::TimeReversals;
 use memscope_analyzer::pairing::Anomalies;
 use memscope_analyzer::scan::TraceIndex;
 use memscope_analyzer::stream;
@@ -428,6 +430,24 @@ fn arb_events() -> impl Strategy<Value = Vec<(u32, u8, u64, u64)>> {
     prop::collection::vec((1u32..5, 0u8..4, 0u64..64, 0u64..5000), 0..600)
 }
 
+/// Every table of the second pass over `bytes`, read with `options`, and
+/// what it counted of anomalies and time reversals.
+type SecondPass = (Vec<(&'static str, RecordBatch)>, Anomalies, TimeReversals);
+
+fn second_pass(bytes: &[u8], options: stream::Options<'_>) -> SecondPass {
+    let header = memscope_schema::format::FileHeader::decode(bytes).unwrap();
+    let layout = memscope_schema::reader::BlockLayout::of(&header, bytes.len() as u64).unwrap();
+    let index = TraceIndex::build(bytes, &layout).unwrap();
+    let mut sink = MemorySink::new();
+    let data = stream::run(header, bytes, &layout, index, &mut sink, options).unwrap();
+    let tables = sink
+        .finish()
+        .into_iter()
+        .map(|t| (t.table.name, concat_batches(&t.schema, &t.batches).unwrap()))
+        .collect();
+    (tables, data.anomalies, data.time_reversals)
+}
+
 proptest! {
     /// The analyzer's parallel block decoder yields exactly the sequential
     /// reference reader's records, for random multi-thread traces.
@@ -504,24 +524,57 @@ proptest! {
             w.push(t, t + 10, &r);
         }
         let bytes = w.finish();
-        let header = memscope_schema::format::FileHeader::decode(&bytes).unwrap();
-        let layout = memscope_schema::reader::BlockLayout::of(&header, bytes.len() as u64).unwrap();
-        let tables = |chunk: usize| {
-            let index = TraceIndex::build(&bytes, &layout).unwrap();
-            let mut sink = MemorySink::new();
-            let options = stream::Options { chunk_blocks: chunk, ..stream::Options::default() };
-            let data = stream::run(header.clone(), &bytes, &layout, index, &mut sink, options).unwrap();
-            let tables: Vec<_> = sink
-                .finish()
-                .into_iter()
-                .map(|t| (t.table.name, concat_batches(&t.schema, &t.batches).unwrap()))
-                .collect();
-            (tables, data.anomalies, data.time_reversals)
+        let tables = |chunk_blocks: usize| {
+            second_pass(&bytes, stream::Options { chunk_blocks, ..stream::Options::default() })
         };
         let whole = tables(usize::MAX);
+        let header = memscope_schema::format::FileHeader::decode(&bytes).unwrap();
+        let layout = memscope_schema::reader::BlockLayout::of(&header, bytes.len() as u64).unwrap();
         prop_assert!(layout.count > 2 || whole.0[0].1.num_rows() < 200);
         for chunk in [1, 2, 5] {
             prop_assert_eq!(&tables(chunk), &whole, "chunks of {} blocks", chunk);
+        }
+    }
+
+    /// Pairing partitioned by address gives the same tables as one
+    /// partition, for random traces without tags (with tags, pairing keeps
+    /// to one): allocations, deallocations and reallocations of a few
+    /// addresses on several threads, so that addresses are reused across
+    /// threads and partitions, reallocations move blocks between
+    /// partitions, deallocations come twice or of unknown blocks, and
+    /// reuses are recorded out of order within the reorder window; in
+    /// chunks of one block and of the whole trace.
+    #[test]
+    fn tables_do_not_depend_on_the_pairing_partitions(
+        items in prop::collection::vec((1u32..5, 0u8..4, 0u64..40, prop::sample::select(vec![0u64, 1, 3, 700, 4000])), 0..3000),
+    ) {
+        let mut w = TraceWriter::new(synthetic_header(4096));
+        let mut clocks = [0u64; 5];
+        for (t, kind, slot, step) in items {
+            clocks[t as usize] += step;
+            let q = clocks[t as usize];
+            let address = 0x1000 + slot * 64;
+            let r = match kind {
+                0 | 3 => alloc(q, address, 48 + slot),
+                1 => free(q, address),
+                // In place for a fifth of the slots.
+                _ => {
+                    let to = if slot % 5 == 0 { address } else { 0x1000 + (slot * 7 % 40) * 64 };
+                    realloc(q, address, to, 40)
+                }
+            };
+            w.push(t, t + 10, &r);
+        }
+        let bytes = w.finish();
+        for chunk_blocks in [1, usize::MAX] {
+            let tables = |pairing_partitions: usize| {
+                let options = stream::Options { chunk_blocks, pairing_partitions, ..stream::Options::default() };
+                second_pass(&bytes, options)
+            };
+            let one = tables(1);
+            for partitions in [2, 3, 7] {
+                prop_assert_eq!(&tables(partitions), &one, "{} partitions, chunks of {} blocks", partitions, chunk_blocks);
+            }
         }
     }
 }

@@ -517,7 +517,7 @@ pub const ANOMALIES: Table = Table {
             DictUtf8,
             false,
             None,
-            "'double_deallocation' (a block deallocated again), 'unknown_deallocation' (an address not allocated in the trace, usually allocated before recording began, or whose block was freed before the last 262 144 deallocations), 'unknown_reallocation' (a reallocation of such an address), 'overlapping_allocation' (an allocation at a live address: its deallocation is missing) or 'unmatched_tag' (a tag of no live block).",
+            "'double_deallocation' (a block deallocated again), 'unknown_deallocation' (an address not allocated in the trace, usually allocated before recording began, or whose block was freed 262 144 or more events before), 'unknown_reallocation' (a reallocation of such an address), 'overlapping_allocation' (an allocation at a live address: its deallocation is missing) or 'unmatched_tag' (a tag of no live block).",
         ),
         col(
             "address",
