@@ -21,7 +21,7 @@ use memscope_schema::{DecodeError, DecodeErrorKind, Record, Trace};
 /// and with the sequential reference reader. Both must give the same error,
 /// or the same events; a trace that decodes must pair and build its tables,
 /// the same tables whatever the number of blocks the second pass decodes
-/// at once.
+/// at once and the number of partitions it pairs in.
 pub fn decode(bytes: &[u8]) {
     let reference = Trace::read(bytes);
     let ours = FileHeader::decode(bytes).and_then(|header| {
@@ -59,21 +59,36 @@ pub fn decode(bytes: &[u8]) {
     };
     drop(blocks);
     let layout = BlockLayout::of(&header, bytes.len() as u64).expect("checked above");
-    let one_block = tables(&header, bytes, &layout, 1);
-    let many = tables(&header, bytes, &layout, stream::CHUNK_BLOCKS);
+    let one_block = tables(&header, bytes, &layout, 1, 1);
+    let many = tables(&header, bytes, &layout, stream::CHUNK_BLOCKS, 3);
     for (a, b) in one_block.iter().zip(&many) {
         let whole = |t: &TableData| concat_batches(&t.schema, &t.batches).expect("one schema");
-        assert_eq!(whole(a), whole(b), "table {} depends on the chunk size", a.table.name);
+        assert_eq!(
+            whole(a),
+            whole(b),
+            "table {} depends on the chunk size or the pairing partitions",
+            a.table.name
+        );
     }
 }
 
 /// The tables of a trace that decodes, with the second pass decoding
-/// `chunk_blocks` blocks at once.
-fn tables(header: &FileHeader, bytes: &[u8], layout: &BlockLayout, chunk: usize) -> Vec<TableData> {
+/// `chunk_blocks` blocks at once and pairing in `partitions`.
+fn tables(
+    header: &FileHeader,
+    bytes: &[u8],
+    layout: &BlockLayout,
+    chunk_blocks: usize,
+    partitions: usize,
+) -> Vec<TableData> {
     let index =
         TraceIndex::build(bytes, layout).expect("the first pass decodes what decode_blocks does");
     let mut sink = MemorySink::new();
-    let options = stream::Options { chunk_blocks: chunk, ..stream::Options::default() };
+    let options = stream::Options {
+        chunk_blocks,
+        pairing_partitions: partitions,
+        ..stream::Options::default()
+    };
     let data = match stream::run(header.clone(), bytes, layout, index, &mut sink, options) {
         Ok(data) => data,
         Err(e) => panic!("a decoded trace must give tables: {e:?}"),

@@ -181,7 +181,7 @@ struct Live {
     type_id: u32,
     var_id: u32,
     stack_id: u32,
-    /// 1 + the index in [`Pairer::waiting`] of the ended, untagged blocks
+    /// 1 + the index in [`Partition::waiting`] of the ended, untagged blocks
     /// of its reallocation chain before it, which take the type of the
     /// first tagged block after them; 0 when none wait.
     waiting: u32,
@@ -234,7 +234,8 @@ enum Ending {
 /// Each partition pairs the events at the addresses it owns, with state
 /// of its own, and the rows of all are put back in the order one
 /// partition would have made them: the tables do not depend on the number
-/// of partitions.
+/// of partitions. Its counts (`anomalies`, `per_thread`, `allocations`)
+/// are summed over the partitions by [`Pairer::finish`], and zero before.
 #[derive(Debug)]
 pub struct Pairer {
     parts: Vec<Partition>,
@@ -366,19 +367,20 @@ impl Pairer {
         for mine in &mut self.mine {
             mine.clear();
         }
+        let n = u32::try_from(n).expect("a chunk of fewer than 2^32 events (it is in memory)");
         if let [mine] = &mut self.mine[..] {
-            mine.extend(0..n as u32);
+            mine.extend(0..n);
             return;
         }
         let count = self.mine.len() as u32;
-        // A chunk holds far fewer than 2^32 events: it is in memory.
         for i in 0..n {
-            let p = Owner::of(events.address[i], count) as usize;
-            self.mine[p].push(i as u32);
-            if events.kind[i] == kind::REALLOCATION {
-                let q = Owner::of(events.old_address[i], count) as usize;
+            let e = i as usize;
+            let p = Owner::of(events.address[e], count) as usize;
+            self.mine[p].push(i);
+            if events.kind[e] == kind::REALLOCATION {
+                let q = Owner::of(events.old_address[e], count) as usize;
                 if q != p {
-                    self.mine[q].push(i as u32);
+                    self.mine[q].push(i);
                 }
             }
         }
@@ -617,7 +619,7 @@ struct Partition {
     /// below an address is the only one that can contain it.
     ordered: Option<BTreeMap<u64, u32>>,
     /// Deallocations (or reallocations) seen early, by event id, with the
-    /// live allocation they end and its address (see [`Pairer::overlap`]).
+    /// live allocation they end and its address (see [`Partition::overlap`]).
     late_ends: FxHashMap<u64, (u32, u64)>,
     /// What did not match, counted.
     anomalies: Anomalies,
@@ -635,8 +637,8 @@ struct Partition {
 /// block, and cores' counters may differ slightly.
 pub const REORDER_WINDOW_NS: i64 = 2_000;
 /// How many events ahead pairing looks for the late deallocation of a
-/// block still live where a new one starts (see [`REORDER_WINDOW_NS`]); [`Pairer::pair`] keeps that many events back until the
-/// next chunk.
+/// block still live where a new one starts (see [`REORDER_WINDOW_NS`]);
+/// [`Pairer::pair`] keeps that many events back until the next chunk.
 pub const REORDER_LOOKAHEAD: usize = 256;
 
 impl Partition {
@@ -649,8 +651,9 @@ impl Partition {
 
     /// Pairs the events `mine` of the first `n` events of `events` (in
     /// time order, continuing those of earlier calls; the rest only looked
-    /// at): those whose addresses it owns, in order. It fills in their `alloc_id` and `size` in `filled` and handing
-    /// the rows made final to `out`. Of a reallocation whose old and new
+    /// at): those whose addresses it owns, in order. It fills in their
+    /// `alloc_id` and `size` in `filled` and hands the rows made final to
+    /// `out`. Of a reallocation whose old and new
     /// addresses have different owners, each pairs its own side: the old
     /// side's owner ends the old block and says which one it was in
     /// [`Made::moved`]; the new side's owner starts the new block with a
@@ -1040,7 +1043,7 @@ impl Partition {
         i + 1
     }
 
-    /// The blocks kept as `waiting` (see [`Pairer::keep_waiting`]).
+    /// The blocks kept as `waiting` (see [`Partition::keep_waiting`]).
     fn take_waiting(&mut self, waiting: u32) -> Vec<Allocation> {
         let Some(i) = waiting.checked_sub(1) else {
             return Vec::new();
@@ -1082,8 +1085,8 @@ pub struct Anomalies {
     /// there was already deallocated: double frees.
     pub double_deallocations: u64,
     /// Deallocations of addresses with no live allocation and no block
-    /// deallocated there among the last [`FREED_ADDRESSES`] deallocations
-    /// (usually blocks allocated before recording began).
+    /// deallocated there in the last [`FREED_ADDRESSES`] events (usually
+    /// blocks allocated before recording began).
     pub unknown_deallocations: u64,
     /// Reallocations of addresses with no live allocation.
     pub unknown_reallocations: u64,
@@ -1112,7 +1115,7 @@ pub enum AnomalyKind {
     /// A deallocation of a block already deallocated.
     DoubleDeallocation,
     /// A deallocation of an address not allocated in the trace, or whose
-    /// block was freed before the last [`FREED_ADDRESSES`] deallocations.
+    /// block was freed [`FREED_ADDRESSES`] or more events before.
     UnknownDeallocation,
     /// A reallocation of an address with no live allocation.
     UnknownReallocation,
@@ -1161,4 +1164,135 @@ pub struct Anomaly {
     /// deallocated, for an overlapping allocation the one it ended;
     /// [`NONE_U64`] otherwise.
     pub alloc_id: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Events of one thread each, from `(thread, kind, address, old
+    /// address)`, a nanosecond apart; sizes of 16 bytes.
+    fn events(items: &[(u32, u8, u64, u64)]) -> Events {
+        let mut e = Events::default();
+        for (i, &(thread, kind, address, old_address)) in items.iter().enumerate() {
+            e.ts_ns.push(i as i64);
+            e.thread_id.push(thread);
+            e.kind.push(kind);
+            e.address.push(address);
+            e.size.push(if kind == kind::DEALLOCATION { 0 } else { 16 });
+            e.align.push(if kind == kind::DEALLOCATION { 0 } else { 8 });
+            e.old_address.push(old_address);
+            e.zeroed.push(false);
+            e.stack_id.push(0);
+            e.tag.push((0, 0));
+        }
+        e
+    }
+
+    /// Events `range` of `all`.
+    fn slice(all: &Events, range: std::ops::Range<usize>) -> Events {
+        Events {
+            ts_ns: all.ts_ns[range.clone()].to_vec(),
+            thread_id: all.thread_id[range.clone()].to_vec(),
+            kind: all.kind[range.clone()].to_vec(),
+            address: all.address[range.clone()].to_vec(),
+            size: all.size[range.clone()].to_vec(),
+            align: all.align[range.clone()].to_vec(),
+            old_address: all.old_address[range.clone()].to_vec(),
+            zeroed: all.zeroed[range.clone()].to_vec(),
+            stack_id: all.stack_id[range.clone()].to_vec(),
+            tag: all.tag[range].to_vec(),
+        }
+    }
+
+    /// Pairs `all` in chunks of `chunk` events (more than
+    /// [`REORDER_LOOKAHEAD`]), as the second pass does, in `partitions`
+    /// partitions; returns the rows and the counts.
+    fn pair_all(
+        all: &Events,
+        chunk: usize,
+        partitions: usize,
+        rows: Rows,
+    ) -> (Rows, Anomalies, u64, Vec<(u32, (u64, u64))>) {
+        let mut pairer = Pairer::partitioned(false, partitions);
+        let mut rows = rows;
+        let mut start = 0;
+        loop {
+            let end = (start + chunk).min(all.len());
+            let last = end == all.len();
+            start += pairer.pair(&slice(all, start..end), last, &mut rows);
+            if last {
+                break;
+            }
+        }
+        pairer.finish(&mut rows);
+        let mut per_thread: Vec<_> = pairer.per_thread.into_iter().collect();
+        per_thread.sort_unstable();
+        (rows, pairer.anomalies, pairer.allocations, per_thread)
+    }
+
+    /// A deallocation counts as double for [`FREED_ADDRESSES`] - 1 events
+    /// after the one before at its address, then as unknown, however
+    /// many partitions share the deallocations between them.
+    #[test]
+    fn the_freed_window_counts_events_in_every_partitioning() {
+        const A: u64 = 0xa000;
+        let n = FREED_ADDRESSES;
+        for (at, expected) in
+            [(n, AnomalyKind::DoubleDeallocation), (n + 1, AnomalyKind::UnknownDeallocation)]
+        {
+            // The block at A is freed at event 1 and again at event `at`;
+            // between, blocks at other addresses come and go.
+            let mut items = vec![(1, kind::ALLOCATION, A, 0), (1, kind::DEALLOCATION, A, 0)];
+            for k in 2..at {
+                let filler = 0x100_0000 + 16 * (k as u64 / 2);
+                let kind = if k % 2 == 0 { kind::ALLOCATION } else { kind::DEALLOCATION };
+                items.push((2, kind, filler, 0));
+            }
+            items.push((1, kind::DEALLOCATION, A, 0));
+            let all = events(&items);
+            for partitions in [1, 3] {
+                let (rows, ..) = pair_all(&all, 80_000, partitions, Rows::default());
+                let last = rows.anomalies.last().expect("an anomaly");
+                assert_eq!(
+                    (last.event, last.kind),
+                    (at as u64, expected),
+                    "{partitions} partitions"
+                );
+                let alloc_id =
+                    if expected == AnomalyKind::DoubleDeallocation { 0 } else { NONE_U64 };
+                assert_eq!(last.alloc_id, alloc_id);
+            }
+        }
+    }
+
+    fn item() -> impl Strategy<Value = (u32, u8, u64, u64)> {
+        // (thread, kind, address slot, old address slot), without tags.
+        (1u32..4, 0u8..3, 0u64..32, 0u64..32)
+            .prop_map(|(t, kind, a, old)| (t, kind, 0x1000 + 64 * a, 0x1000 + 64 * old))
+    }
+
+    proptest! {
+        /// Every way of asking for rows (every allocation, the leaked
+        /// ones, none; events or not) gives the same rows and counts in
+        /// several partitions as in one, in chunks.
+        #[test]
+        fn partitions_pair_as_one(
+            items in prop::collection::vec(item(), 0..2000),
+            chunk in 300usize..900,
+        ) {
+            let all = events(&items);
+            for wanted in [Wanted::All, Wanted::Leaked, Wanted::None] {
+                for skip_events in [false, true] {
+                    let rows = Rows { skip_events, allocations_wanted: wanted, ..Rows::default() };
+                    let one = pair_all(&all, chunk, 1, rows.clone());
+                    for partitions in [2, 3] {
+                        let many = pair_all(&all, chunk, partitions, rows.clone());
+                        prop_assert_eq!(&many, &one, "{:?}, skip {}, {} partitions", wanted, skip_events, partitions);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -131,8 +131,9 @@ pub fn run(
     let stack_ids = &index.stack_ids;
     // Four stages on four threads, a chunk at a time: decoding (on the
     // rayon pool), merging (here), pairing (its partitions on the rayon
-    // pool when there are several), and building batches for the sink. Each hands its output to the next through a channel of one
-    // chunk, so that memory stays bounded and both cores work.
+    // pool when there are several), and building batches for the sink.
+    // Each hands its output to the next through a channel of one chunk, so
+    // that memory stays bounded and both cores work.
     let batcher = Batcher::new(&header, &strings, &stacks, sink.reads())?;
     let skip_events = !batcher.builds("events");
     // Rows the query's filter would drop need not be made: the leaks
