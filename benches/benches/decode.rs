@@ -1,5 +1,6 @@
 //! Analyzer throughput on a synthetic 1-million-event trace: decoding the
-//! blocks (parallel), the first pass, pairing alone, both passes into Arrow
+//! blocks (parallel), the first pass, merging alone, pairing alone (and
+//! the leaks query's pairing in one and two partitions), both passes into Arrow
 //! tables in memory, both passes into a Parquet dataset, and the whole
 //! `--sql leaks` path (planning what the query reads, building only that,
 //! and running it, as `memscope-analyze TRACE --sql leaks` does).
@@ -10,7 +11,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use memscope_analyzer::decode::{BlockEvents, TraceFile};
 use memscope_analyzer::memory::MemoryLimit;
 use memscope_analyzer::merge::{Events, Merger};
-use memscope_analyzer::pairing::{Pairer, Rows};
+use memscope_analyzer::pairing::{Pairer, Rows, Wanted};
 use memscope_analyzer::query::{self, SqlSource};
 use memscope_analyzer::reads;
 use memscope_analyzer::scan::TraceIndex;
@@ -66,6 +67,20 @@ fn benches(c: &mut Criterion) {
             rows
         })
     });
+    // The leaks query's pairing (only leaked rows made), in one
+    // partition and in two at once: the ratio is what partitioning gains.
+    for partitions in [1, 2] {
+        let name = format!("pair_leaked_{partitions}_partitions");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut rows = Rows { allocations_wanted: Wanted::Leaked, ..Rows::default() };
+                let mut pairer = Pairer::partitioned(false, partitions);
+                pairer.pair(&merged, true, &mut rows);
+                pairer.finish(&mut rows);
+                rows
+            })
+        });
+    }
     g.bench_function("decode_to_arrow_tables", |b| b.iter(|| load(&path).unwrap()));
     let out = dir.path().join("dataset");
     g.bench_function("write_parquet_dataset", |b| {
