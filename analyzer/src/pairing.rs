@@ -306,7 +306,13 @@ impl Pairer {
         }
         let row0 = out.events.len();
         out.events.extend(events, n, out.skip_events);
-        let filled = Filled::new(&mut out.events.alloc_id[row0..], &mut out.events.size[row0..]);
+        // Unwanted event rows stay placeholders: writing them from two
+        // partitions would make their cores trade the columns' cache
+        // lines for nothing.
+        let filled = match out.skip_events {
+            true => Filled::new(&mut [], &mut []),
+            false => Filled::new(&mut out.events.alloc_id[row0..], &mut out.events.size[row0..]),
+        };
         let wanted = out.allocations_wanted;
         self.split(events, n);
         if let ([part], [mine]) = (&mut self.parts[..], &self.mine[..]) {
@@ -564,7 +570,8 @@ fn merge_ordered<T>(runs: Vec<(Vec<u64>, Vec<T>)>, out: &mut Vec<T>) {
 
 /// The `alloc_id` and `size` columns of a chunk's event rows, which the
 /// partitions of pairing fill in at once, each the rows of the events at
-/// its own addresses (so that no row is written by two).
+/// its own addresses (so that no row is written by two); empty when the
+/// rows are not wanted, and then nothing is written.
 struct Filled<'a> {
     alloc_id: &'a [AtomicU64],
     size: &'a [AtomicU64],
@@ -586,13 +593,17 @@ impl<'a> Filled<'a> {
     /// Sets the `alloc_id` of event `i` of the chunk.
     #[inline]
     fn set_alloc_id(&self, i: usize, alloc_id: u64) {
-        self.alloc_id[i].store(alloc_id, Ordering::Relaxed);
+        if let Some(to) = self.alloc_id.get(i) {
+            to.store(alloc_id, Ordering::Relaxed);
+        }
     }
 
     /// Sets the `size` of event `i` of the chunk.
     #[inline]
     fn set_size(&self, i: usize, size: u64) {
-        self.size[i].store(size, Ordering::Relaxed);
+        if let Some(to) = self.size.get(i) {
+            to.store(size, Ordering::Relaxed);
+        }
     }
 }
 
@@ -1206,15 +1217,14 @@ mod tests {
         }
     }
 
+    /// The rows of a whole trace, its anomalies, allocations, and
+    /// allocations and bytes per thread (by thread id).
+    type Paired = (Rows, Anomalies, u64, Vec<(u32, (u64, u64))>);
+
     /// Pairs `all` in chunks of `chunk` events (more than
     /// [`REORDER_LOOKAHEAD`]), as the second pass does, in `partitions`
     /// partitions; returns the rows and the counts.
-    fn pair_all(
-        all: &Events,
-        chunk: usize,
-        partitions: usize,
-        rows: Rows,
-    ) -> (Rows, Anomalies, u64, Vec<(u32, (u64, u64))>) {
+    fn pair_all(all: &Events, chunk: usize, partitions: usize, rows: Rows) -> Paired {
         let mut pairer = Pairer::partitioned(false, partitions);
         let mut rows = rows;
         let mut start = 0;
