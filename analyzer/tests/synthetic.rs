@@ -430,6 +430,22 @@ fn arb_events() -> impl Strategy<Value = Vec<(u32, u8, u64, u64)>> {
     prop::collection::vec((1u32..5, 0u8..4, 0u64..64, 0u64..5000), 0..600)
 }
 
+/// A trace in blocks of 4096 bytes of one record per `(thread, kind,
+/// slot, step)` item (threads 1 to 4): the thread's clock moves on by
+/// `step` ticks, and `record(time, kind, slot)` makes the record.
+fn stepped_trace(
+    items: Vec<(u32, u8, u64, u64)>,
+    record: impl Fn(u64, u8, u64) -> Record<'static>,
+) -> Vec<u8> {
+    let mut w = TraceWriter::new(synthetic_header(4096));
+    let mut clocks = [0u64; 5];
+    for (t, kind, slot, step) in items {
+        clocks[t as usize] += step;
+        w.push(t, t + 10, &record(clocks[t as usize], kind, slot));
+    }
+    w.finish()
+}
+
 /// Every table of the second pass over `bytes`, read with `options`, and
 /// what it counted of anomalies and time reversals.
 type SecondPass = (Vec<(&'static str, RecordBatch)>, Anomalies, TimeReversals);
@@ -508,22 +524,16 @@ proptest! {
     fn tables_do_not_depend_on_the_chunk_size(
         items in prop::collection::vec((1u32..5, 0u8..5, 0u64..48, prop::sample::select(vec![0u64, 1, 3, 700, 4000])), 0..3000),
     ) {
-        let mut w = TraceWriter::new(synthetic_header(4096));
-        let mut clocks = [0u64; 5];
-        for (t, kind, slot, step) in items {
-            clocks[t as usize] += step;
-            let q = clocks[t as usize];
+        let bytes = stepped_trace(items, |q, kind, slot| {
             let address = 0x1000 + slot * 64;
-            let r = match kind {
+            match kind {
                 0 => alloc(q, address, 48),
                 1 => free(q, address),
                 2 => realloc(q, address, 0x1000 + (slot * 7 % 48) * 64, 40),
                 3 => tag(q, address, 1, 2),
                 _ => tag(q, address + 8, 3, 0),
-            };
-            w.push(t, t + 10, &r);
-        }
-        let bytes = w.finish();
+            }
+        });
         let tables = |chunk_blocks: usize| {
             second_pass(&bytes, stream::Options { chunk_blocks, ..stream::Options::default() })
         };
@@ -548,13 +558,9 @@ proptest! {
     fn tables_do_not_depend_on_the_pairing_partitions(
         items in prop::collection::vec((1u32..5, 0u8..4, 0u64..40, prop::sample::select(vec![0u64, 1, 3, 700, 4000])), 0..3000),
     ) {
-        let mut w = TraceWriter::new(synthetic_header(4096));
-        let mut clocks = [0u64; 5];
-        for (t, kind, slot, step) in items {
-            clocks[t as usize] += step;
-            let q = clocks[t as usize];
+        let bytes = stepped_trace(items, |q, kind, slot| {
             let address = 0x1000 + slot * 64;
-            let r = match kind {
+            match kind {
                 0 | 3 => alloc(q, address, 48 + slot),
                 1 => free(q, address),
                 // In place for a fifth of the slots.
@@ -562,10 +568,8 @@ proptest! {
                     let to = if slot % 5 == 0 { address } else { 0x1000 + (slot * 7 % 40) * 64 };
                     realloc(q, address, to, 40)
                 }
-            };
-            w.push(t, t + 10, &r);
-        }
-        let bytes = w.finish();
+            }
+        });
         for chunk_blocks in [1, usize::MAX] {
             let tables = |pairing_partitions: usize| {
                 let options = stream::Options { chunk_blocks, pairing_partitions, ..stream::Options::default() };
