@@ -664,12 +664,12 @@ impl Partition {
     /// time order, continuing those of earlier calls; the rest only looked
     /// at): those whose addresses it owns, in order. It fills in their
     /// `alloc_id` and `size` in `filled` and hands the rows made final to
-    /// `out`. Of a reallocation whose old and new
-    /// addresses have different owners, each pairs its own side: the old
-    /// side's owner ends the old block and says which one it was in
-    /// [`Made::moved`]; the new side's owner starts the new block with a
-    /// `realloc_from` marked [`FROM_ELSEWHERE`], listed in
-    /// [`Made::pending`], which [`Pairer::pair`] then resolves.
+    /// `out`. Of a reallocation whose old and new addresses have different
+    /// owners, each pairs its own side: the old side's owner ends the old
+    /// block and says which one it was in [`Made::moved`]; the new side's
+    /// owner starts the new block with a `realloc_from` marked
+    /// [`FROM_ELSEWHERE`], listed in [`Made::pending`], which
+    /// [`Pairer::pair`] then resolves.
     fn pair_events(
         &mut self,
         events: &Events,
