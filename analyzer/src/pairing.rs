@@ -120,11 +120,9 @@ impl EventRows {
     }
 
     /// Appends `events[..n]`, with sizes and `alloc_id`s to be filled in;
-    /// with `skip`, only sizes and `alloc_id`s (as placeholders).
+    /// with `skip`, nothing.
     fn extend(&mut self, events: &Events, n: usize, skip: bool) {
         if skip {
-            self.size.resize(self.size.len() + n, 0);
-            self.alloc_id.resize(self.alloc_id.len() + n, NONE_U64);
             return;
         }
         self.ts_ns.extend_from_slice(&events.ts_ns[..n]);
@@ -148,8 +146,8 @@ pub struct Rows {
     pub allocations: Vec<Allocation>,
     /// Anomalies, in event order.
     pub anomalies: Vec<Anomaly>,
-    /// Whether the rows of `events` are not wanted: `events` then holds
-    /// placeholders, to be thrown away.
+    /// Whether the rows of `events` are not wanted: `events` then stays
+    /// empty.
     pub skip_events: bool,
     /// Which rows of `allocations` are wanted; the others are not made.
     pub allocations_wanted: Wanted,
@@ -306,9 +304,7 @@ impl Pairer {
         }
         let row0 = out.events.len();
         out.events.extend(events, n, out.skip_events);
-        // Unwanted event rows stay placeholders: writing them from two
-        // partitions would make their cores trade the columns' cache
-        // lines for nothing.
+        // Unwanted event rows are not made at all.
         let filled = match out.skip_events {
             true => Filled::new(&mut [], &mut []),
             false => Filled::new(&mut out.events.alloc_id[row0..], &mut out.events.size[row0..]),
