@@ -3,6 +3,19 @@
 
 use memscope_schema::{Record, TraceWriter};
 
+/// Where the first thread's blocks start, as in a 64-bit Linux process.
+const FIRST_ADDRESS: u64 = 0x5555_0000_0000;
+
+/// Bytes of address space each of `threads` threads allocates from, in
+/// turn above [`FIRST_ADDRESS`] and below 2^47 (the top of user space):
+/// 11.7 TB each for 4 threads. Every allocation takes a new address, about
+/// 620 bytes of address space per event on average, so the threads of a
+/// 4-thread trace stay apart up to about 10^10 events each (with 64 GiB
+/// each, as before, they ran into each other from 10^8).
+fn address_range(threads: u32) -> u64 {
+    (((1u64 << 47) - FIRST_ADDRESS) / u64::from(threads)) & !0xfff
+}
+
 /// A trace of about `events` events spread over `threads` threads, built
 /// like the `allocbench` workload of `../shared/research/perf-anchors.md`:
 /// each thread replaces a random slot of a 10 000-slot table of live
@@ -22,7 +35,7 @@ pub fn synthetic_writer(events: usize, threads: u32) -> TraceWriter {
     for t in 1..=threads {
         let mut q = 0u64;
         let mut slots = vec![0u64; 10_000];
-        let mut next_address = 0x5555_0000_0000u64 + (u64::from(t) << 36);
+        let mut next_address = FIRST_ADDRESS + u64::from(t - 1) * address_range(threads);
         let mut written = 0;
         while written < per_thread {
             q += rng.u64(20..60);
