@@ -11,12 +11,22 @@ binary, built first; the time excludes process start and table
 registration) and DuckDB's from its Python API in this process, after
 views named like our tables were created over the same files. Both use
 every core. The row counts of the two answers must match.
+
+With `--trace TRACE` (the trace DATASET_DIR was converted from), it also
+times `memscope-analyze convert TRACE` (the whole process: decoding,
+pairing and Parquet encoding) against DuckDB writing the same rows of the
+two big tables, `events` and `allocations`, as zstd Parquet (level 1,
+row groups of 2^20 rows, as `convert` writes them) from tables it already
+holds in memory: encoding alone, the part of `convert` no decoder or
+pairing can shorten.
 """
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +34,8 @@ import duckdb
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ["leaks", "lifetime_histogram", "type_hotspots"]
+# The tables whose encoding `convert` spends its time on.
+BIG_TABLES = ["events", "allocations"]
 
 
 def memscope_ms(binary: Path, dataset: Path, query: str) -> tuple[float, int]:
@@ -43,6 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--trace", type=Path, help="also compare `convert` of this trace")
     args = parser.parse_args()
 
     subprocess.run(
@@ -72,7 +85,55 @@ def main() -> int:
             print(f"error: {name}: memscope returned {ours_rows} rows, DuckDB {len(rows)}", file=sys.stderr)
             return 1
         print(f"| {name} | {ours_rows} | {ours:.0f} ms | {theirs:.0f} ms | {ours / theirs:.2f} |")
+    if args.trace:
+        compare_convert(binary, args.trace, con, args.runs)
     return 0
+
+
+def compare_convert(binary: Path, trace: Path, con: duckdb.DuckDBPyConnection, runs: int) -> None:
+    """Prints the best of `runs` wall times of converting `trace` with
+    memscope and of DuckDB encoding the dataset's `events` and
+    `allocations` (the views of `con`) from memory, in events per second
+    of the trace."""
+    events = con.sql("SELECT count(*) FROM events").fetchall()[0][0]
+    con.execute("CREATE TABLE mem_events AS SELECT * FROM events")
+    con.execute("CREATE TABLE mem_allocations AS SELECT * FROM allocations")
+    scratch = Path(tempfile.mkdtemp(prefix="memscope-compare-"))
+    try:
+        ours = float("inf")
+        for _ in range(runs):
+            out = scratch / "memscope"
+            shutil.rmtree(out, ignore_errors=True)
+            start = time.perf_counter()
+            run = subprocess.run(
+                [binary, "convert", trace, "-o", out, "--quiet"], capture_output=True, text=True
+            )
+            if run.returncode != 0:
+                sys.exit(f"memscope-analyze convert failed ({run.returncode}): {run.stderr}")
+            ours = min(ours, time.perf_counter() - start)
+        ours_bytes = sum((out / f"{t}.parquet").stat().st_size for t in BIG_TABLES)
+        theirs = float("inf")
+        for _ in range(runs):
+            start = time.perf_counter()
+            for table in BIG_TABLES:
+                path = str(scratch / f"duckdb-{table}.parquet").replace("'", "''")
+                con.execute(
+                    f"COPY mem_{table} TO '{path}' (FORMAT parquet, COMPRESSION zstd, "
+                    "COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 1048576)"
+                )
+            theirs = min(theirs, time.perf_counter() - start)
+        theirs_bytes = sum((scratch / f"duckdb-{t}.parquet").stat().st_size for t in BIG_TABLES)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print(f"convert: {trace}, {events:,} events (best of {runs})")
+    print("| work | wall | events/s | events + allocations files |")
+    print("|---|---:|---:|---:|")
+    for work, wall, size in [
+        ("memscope convert: decode, pair, encode every table", ours, ours_bytes),
+        ("DuckDB: encode events and allocations from memory", theirs, theirs_bytes),
+    ]:
+        print(f"| {work} | {wall:.2f} s | {events / wall / 1e6:.1f} M | {size / 1e6:,.0f} MB |")
 
 
 if __name__ == "__main__":
