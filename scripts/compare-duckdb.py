@@ -1,7 +1,7 @@
 """Times memscope's standard queries over a `convert` dataset against DuckDB
 over the same Parquet files, side by side, in one run.
 
-    target/py-venv/bin/python scripts/compare-duckdb.py DATASET_DIR [--runs N]
+    target/py-venv/bin/python scripts/compare-duckdb.py DATASET_DIR [--runs N] [--trace TRACE]
 
 For each of the built-in queries leaks, lifetime_histogram and
 type_hotspots (the files in queries/, run unchanged by both engines), it
