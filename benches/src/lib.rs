@@ -8,10 +8,10 @@ const FIRST_ADDRESS: u64 = 0x5555_0000_0000;
 
 /// Bytes of address space each of `threads` threads allocates from, in
 /// turn above [`FIRST_ADDRESS`] and below 2^47 (the top of user space):
-/// 11.7 TB each for 4 threads. Every allocation takes a new address, about
-/// 620 bytes of address space per event on average, so the threads of a
+/// 11.7 TB each for 4 threads. Every allocation takes a new address, 616
+/// bytes of address space per event on average, so the threads of a
 /// 4-thread trace stay apart up to about 10^10 events each (with 64 GiB
-/// each, as before, they ran into each other from 10^8).
+/// each, as before, they ran into each other past 10^8 events each).
 fn address_range(threads: u32) -> u64 {
     (((1u64 << 47) - FIRST_ADDRESS) / u64::from(threads)) & !0xfff
 }
