@@ -58,18 +58,26 @@ impl Events {
 
     /// A copy of the last `n` events (all of them when fewer).
     pub fn tail(&self, n: usize) -> Events {
-        let from = self.len().saturating_sub(n);
+        self.copy(self.len().saturating_sub(n)..self.len())
+    }
+
+    /// A copy of the events at `range`.
+    ///
+    /// # Panics
+    ///
+    /// When `range` reaches past the last event.
+    pub fn copy(&self, range: std::ops::Range<usize>) -> Events {
         Events {
-            ts_ns: self.ts_ns[from..].to_vec(),
-            thread_id: self.thread_id[from..].to_vec(),
-            kind: self.kind[from..].to_vec(),
-            address: self.address[from..].to_vec(),
-            size: self.size[from..].to_vec(),
-            align: self.align[from..].to_vec(),
-            old_address: self.old_address[from..].to_vec(),
-            zeroed: self.zeroed[from..].to_vec(),
-            stack_id: self.stack_id[from..].to_vec(),
-            tag: self.tag[from..].to_vec(),
+            ts_ns: self.ts_ns[range.clone()].to_vec(),
+            thread_id: self.thread_id[range.clone()].to_vec(),
+            kind: self.kind[range.clone()].to_vec(),
+            address: self.address[range.clone()].to_vec(),
+            size: self.size[range.clone()].to_vec(),
+            align: self.align[range.clone()].to_vec(),
+            old_address: self.old_address[range.clone()].to_vec(),
+            zeroed: self.zeroed[range.clone()].to_vec(),
+            stack_id: self.stack_id[range.clone()].to_vec(),
+            tag: self.tag[range].to_vec(),
         }
     }
 }

@@ -1197,22 +1197,6 @@ mod tests {
         e
     }
 
-    /// Events `range` of `all`.
-    fn slice(all: &Events, range: std::ops::Range<usize>) -> Events {
-        Events {
-            ts_ns: all.ts_ns[range.clone()].to_vec(),
-            thread_id: all.thread_id[range.clone()].to_vec(),
-            kind: all.kind[range.clone()].to_vec(),
-            address: all.address[range.clone()].to_vec(),
-            size: all.size[range.clone()].to_vec(),
-            align: all.align[range.clone()].to_vec(),
-            old_address: all.old_address[range.clone()].to_vec(),
-            zeroed: all.zeroed[range.clone()].to_vec(),
-            stack_id: all.stack_id[range.clone()].to_vec(),
-            tag: all.tag[range].to_vec(),
-        }
-    }
-
     /// The rows of a whole trace, its anomalies, allocations, and
     /// allocations and bytes per thread (by thread id).
     type Paired = (Rows, Anomalies, u64, Vec<(u32, (u64, u64))>);
@@ -1227,7 +1211,7 @@ mod tests {
         loop {
             let end = (start + chunk).min(all.len());
             let last = end == all.len();
-            start += pairer.pair(&slice(all, start..end), last, &mut rows);
+            start += pairer.pair(&all.copy(start..end), last, &mut rows);
             if last {
                 break;
             }
