@@ -13,7 +13,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::KeyValue;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use memscope_schema::tables::{ColumnType, TABLES, Table};
 
@@ -37,6 +37,18 @@ const DELTA_COLUMNS: [&str; 7] =
 /// mostly NULL) that a dictionary would outgrow its page and be dropped
 /// after every value had been looked up in it: plain, without one.
 const PLAIN_COLUMNS: [&str; 3] = ["lifetime_ns", "realloc_from", "realloc_to"];
+
+/// Columns that a table is in order of, or nearly (ids and times): the
+/// only ones whose pages' statistics (the page index) let a reader skip
+/// pages. The leaks query, for one, reads only the last pages of
+/// `allocations`, where the rows of blocks still live (`free_ts_ns` NULL)
+/// are. Every other column has statistics per row group only: a page index
+/// for it would skip nothing, yet `convert` holds the page index in memory
+/// until it writes the footer, and every query that opens the file decodes
+/// it. At 1e8 events, leaving it out of the other columns made the leaks
+/// query over Parquet about 15 % faster.
+const PAGE_STATISTICS_COLUMNS: [&str; 5] =
+    ["event_id", "ts_ns", "alloc_id", "alloc_ts_ns", "free_ts_ns"];
 
 /// Footer metadata describing the trace: `memscope.*` keys.
 pub fn header_metadata(data: &TraceData, table: &str) -> Vec<KeyValue> {
@@ -65,6 +77,9 @@ fn properties(table: &Table) -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for c in table.columns {
+        if !PAGE_STATISTICS_COLUMNS.contains(&c.name) {
+            b = b.set_column_statistics_enabled(ColumnPath::from(c.name), EnabledStatistics::Chunk);
+        }
         if DELTA_COLUMNS.contains(&c.name) && matches!(c.ty, ColumnType::UInt64 | ColumnType::Int64)
         {
             let path = ColumnPath::from(c.name);
