@@ -1,16 +1,18 @@
 """Times memscope's standard queries over a `convert` dataset against DuckDB
 over the same Parquet files, side by side, in one run.
 
-    target/py-venv/bin/python scripts/compare-duckdb.py DATASET_DIR [--runs N] [--trace TRACE]
+    target/py-venv/bin/python scripts/compare-duckdb.py DATASET_DIR [--runs N] [--query NAME]... [--trace TRACE]
 
 For each of the built-in queries leaks, lifetime_histogram and
 type_hotspots (the files in queries/, run unchanged by both engines), it
-prints the best of N wall times of planning and running the query:
+prints the best of N wall times of planning and running the query, the
+runs of the two engines taking turns:
 memscope's from `memscope-analyze DIR --sql NAME --timing` (the release
 binary, built first; the time excludes process start and table
 registration) and DuckDB's from its Python API in this process, after
 views named like our tables were created over the same files. Both use
-every core. The row counts of the two answers must match.
+every core. The row counts of the two answers must match. `--query NAME`
+(repeatable) times only the queries named.
 
 With `--trace TRACE` (the trace DATASET_DIR was converted from), it also
 times `memscope-analyze convert TRACE` (the whole process: decoding,
@@ -55,6 +57,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--query", action="append", choices=QUERIES, help="time only this query (repeatable)"
+    )
     parser.add_argument("--trace", type=Path, help="also compare `convert` of this trace")
     args = parser.parse_args()
 
@@ -73,11 +78,14 @@ def main() -> int:
     print(f"dataset: {args.dataset} (best of {args.runs})")
     print("| query | rows | memscope | DuckDB | memscope / DuckDB |")
     print("|---|---:|---:|---:|---:|")
-    for name in QUERIES:
+    for name in args.query or QUERIES:
         sql = (ROOT / "queries" / f"{name}.sql").read_text()
-        ours, ours_rows = min(memscope_ms(binary, args.dataset, name) for _ in range(args.runs))
-        theirs = float("inf")
+        # Runs alternate between the engines, so that a change in the
+        # host's load falls on both alike.
+        ours = theirs = float("inf")
         for _ in range(args.runs):
+            ms, ours_rows = memscope_ms(binary, args.dataset, name)
+            ours = min(ours, ms)
             start = time.perf_counter()
             rows = con.sql(sql).fetchall()
             theirs = min(theirs, (time.perf_counter() - start) * 1e3)
