@@ -210,27 +210,34 @@ fn convert_writes_parquet_that_answers_like_the_trace() {
         let columns: Vec<&str> = meta.schema_descr().columns().iter().map(|c| c.name()).collect();
         assert_eq!(columns, table.columns.iter().map(|c| c.name).collect::<Vec<_>>());
     }
-    // Page statistics only where pages can be skipped: on the ordered
-    // columns, not on sizes or addresses. Every column can still be read
-    // page by page (offset index).
-    let path = ds.join("allocations.parquet");
-    let options = ReadOptionsBuilder::new().with_page_index().build();
-    let reader =
-        SerializedFileReader::new_with_options(std::fs::File::open(&path).unwrap(), options)
-            .unwrap();
-    let meta = reader.metadata();
-    let names: Vec<&str> =
-        meta.file_metadata().schema_descr().columns().iter().map(|c| c.name()).collect();
-    let indexed: Vec<&str> = names
-        .iter()
-        .zip(&meta.column_index().expect("a page index")[0])
-        .filter(|(_, index)| !matches!(index, ColumnIndexMetaData::NONE))
-        .map(|(name, _)| *name)
-        .collect();
-    assert_eq!(indexed, ["alloc_id", "alloc_ts_ns", "free_ts_ns"]);
-    let offsets = &meta.offset_index().expect("an offset index")[0];
-    assert_eq!(offsets.len(), names.len());
-    assert!(offsets.iter().all(|o| !o.page_locations().is_empty()));
+    // Page statistics (a column index) only where pages can be skipped:
+    // on the ids and times that rise with the rows, not on sizes or
+    // addresses. Every column keeps its row groups' statistics and can
+    // still be read page by page (offset index).
+    for (table, expected) in [
+        ("allocations", &["alloc_id", "alloc_ts_ns", "free_ts_ns"][..]),
+        ("events", &["event_id", "ts_ns"][..]),
+    ] {
+        let path = ds.join(format!("{table}.parquet"));
+        let options = ReadOptionsBuilder::new().with_page_index().build();
+        let reader =
+            SerializedFileReader::new_with_options(std::fs::File::open(&path).unwrap(), options)
+                .unwrap();
+        let meta = reader.metadata();
+        let names: Vec<&str> =
+            meta.file_metadata().schema_descr().columns().iter().map(|c| c.name()).collect();
+        let indexed: Vec<&str> = names
+            .iter()
+            .zip(&meta.column_index().expect("a page index")[0])
+            .filter(|(_, index)| !matches!(index, ColumnIndexMetaData::NONE))
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(indexed, expected, "{table}");
+        assert!(meta.row_group(0).columns().iter().all(|c| c.statistics().is_some()), "{table}");
+        let offsets = &meta.offset_index().expect("an offset index")[0];
+        assert_eq!(offsets.len(), names.len(), "{table}");
+        assert!(offsets.iter().all(|o| !o.page_locations().is_empty()), "{table}");
+    }
     for q in ["leaks.sql", "type_hotspots.sql", "lifetime_histogram.sql", "fragmentation.sql"] {
         assert_eq!(
             lines(&ds, &query_file(q)),
