@@ -6,7 +6,7 @@ over the same Parquet files, side by side, in one run.
 For each of the built-in queries leaks, lifetime_histogram and
 type_hotspots (the files in queries/, run unchanged by both engines), it
 prints the best of N wall times of planning and running the query, the
-runs of the two engines taking turns:
+two engines taking turns:
 memscope's from `memscope-analyze DIR --sql NAME --timing` (the release
 binary, built first; the time excludes process start and table
 registration) and DuckDB's from its Python API in this process, after
@@ -40,6 +40,15 @@ QUERIES = ["leaks", "lifetime_histogram", "type_hotspots"]
 BIG_TABLES = ["events", "allocations"]
 
 
+def alternate(runs: int, first, second) -> None:
+    """Calls `first` and `second` `runs` times each, taking turns, each
+    going first every other time, so that a change in the host's load
+    falls on both alike."""
+    for run in range(runs):
+        for timed in (first, second) if run % 2 == 0 else (second, first):
+            timed()
+
+
 def memscope_ms(binary: Path, dataset: Path, query: str) -> tuple[float, int]:
     out = subprocess.run(
         [binary, dataset, "--sql", query, "--timing", "--quiet", "--format", "csv"],
@@ -62,6 +71,8 @@ def main() -> int:
     )
     parser.add_argument("--trace", type=Path, help="also compare `convert` of this trace")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
 
     subprocess.run(
         ["cargo", "build", "--release", "-q", "-p", "memscope-analyzer", "--bin", "memscope-analyze"],
@@ -80,27 +91,32 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|")
     for name in args.query or QUERIES:
         sql = (ROOT / "queries" / f"{name}.sql").read_text()
-        # Runs alternate between the engines, so that a change in the
-        # host's load falls on both alike.
-        ours = theirs = float("inf")
-        for _ in range(args.runs):
-            ms, ours_rows = memscope_ms(binary, args.dataset, name)
-            ours = min(ours, ms)
+        ours_ms, theirs_ms, rows = [], [], {}
+
+        def ours():
+            ms, rows["memscope"] = memscope_ms(binary, args.dataset, name)
+            ours_ms.append(ms)
+
+        def theirs():
             start = time.perf_counter()
-            rows = con.sql(sql).fetchall()
-            theirs = min(theirs, (time.perf_counter() - start) * 1e3)
-        if len(rows) != ours_rows:
-            print(f"error: {name}: memscope returned {ours_rows} rows, DuckDB {len(rows)}", file=sys.stderr)
+            rows["DuckDB"] = len(con.sql(sql).fetchall())
+            theirs_ms.append((time.perf_counter() - start) * 1e3)
+
+        alternate(args.runs, ours, theirs)
+        if rows["memscope"] != rows["DuckDB"]:
+            counts = f"memscope returned {rows['memscope']} rows, DuckDB {rows['DuckDB']}"
+            print(f"error: {name}: {counts}", file=sys.stderr)
             return 1
-        print(f"| {name} | {ours_rows} | {ours:.0f} ms | {theirs:.0f} ms | {ours / theirs:.2f} |")
+        a, b = min(ours_ms), min(theirs_ms)
+        print(f"| {name} | {rows['memscope']} | {a:.0f} ms | {b:.0f} ms | {a / b:.2f} |")
     if args.trace:
         compare_convert(binary, args.trace, con, args.runs)
     return 0
 
 
 def compare_convert(binary: Path, trace: Path, con: duckdb.DuckDBPyConnection, runs: int) -> None:
-    """Prints the best of `runs` wall times of converting `trace` with
-    memscope and of DuckDB encoding the dataset's `events` and
+    """Prints the best of `runs` wall times (taking turns) of converting
+    `trace` with memscope and of DuckDB encoding the dataset's `events` and
     `allocations` (the views of `con`) from memory, in events per second
     of the trace."""
     events = con.sql("SELECT count(*) FROM events").fetchall()[0][0]
@@ -108,9 +124,10 @@ def compare_convert(binary: Path, trace: Path, con: duckdb.DuckDBPyConnection, r
     con.execute("CREATE TABLE mem_allocations AS SELECT * FROM allocations")
     scratch = Path(tempfile.mkdtemp(prefix="memscope-compare-"))
     try:
-        ours = float("inf")
-        for _ in range(runs):
-            out = scratch / "memscope"
+        out = scratch / "memscope"
+        ours_s, theirs_s = [], []
+
+        def ours():
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
             run = subprocess.run(
@@ -118,10 +135,9 @@ def compare_convert(binary: Path, trace: Path, con: duckdb.DuckDBPyConnection, r
             )
             if run.returncode != 0:
                 sys.exit(f"memscope-analyze convert failed ({run.returncode}): {run.stderr}")
-            ours = min(ours, time.perf_counter() - start)
-        ours_bytes = sum((out / f"{t}.parquet").stat().st_size for t in BIG_TABLES)
-        theirs = float("inf")
-        for _ in range(runs):
+            ours_s.append(time.perf_counter() - start)
+
+        def theirs():
             start = time.perf_counter()
             for table in BIG_TABLES:
                 path = str(scratch / f"duckdb-{table}.parquet").replace("'", "''")
@@ -129,7 +145,10 @@ def compare_convert(binary: Path, trace: Path, con: duckdb.DuckDBPyConnection, r
                     f"COPY mem_{table} TO '{path}' (FORMAT parquet, COMPRESSION zstd, "
                     "COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 1048576)"
                 )
-            theirs = min(theirs, time.perf_counter() - start)
+            theirs_s.append(time.perf_counter() - start)
+
+        alternate(runs, ours, theirs)
+        ours_bytes = sum((out / f"{t}.parquet").stat().st_size for t in BIG_TABLES)
         theirs_bytes = sum((scratch / f"duckdb-{t}.parquet").stat().st_size for t in BIG_TABLES)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -138,8 +157,8 @@ def compare_convert(binary: Path, trace: Path, con: duckdb.DuckDBPyConnection, r
     print("| work | wall | events/s | events + allocations files |")
     print("|---|---:|---:|---:|")
     for work, wall, size in [
-        ("memscope convert: decode, pair, encode every table", ours, ours_bytes),
-        ("DuckDB: encode events and allocations from memory", theirs, theirs_bytes),
+        ("memscope convert: decode, pair, encode every table", min(ours_s), ours_bytes),
+        ("DuckDB: encode events and allocations from memory", min(theirs_s), theirs_bytes),
     ]:
         print(f"| {work} | {wall:.2f} s | {events / wall / 1e6:.1f} M | {size / 1e6:,.0f} MB |")
 
