@@ -89,17 +89,17 @@ fn properties(table: &Table) -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for c in table.columns {
+        let path = ColumnPath::from(c.name);
         if !PAGE_STATISTICS.contains(&(table.name, c.name)) {
-            b = b.set_column_statistics_enabled(ColumnPath::from(c.name), EnabledStatistics::Chunk);
+            b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::Chunk);
         }
         if DELTA_COLUMNS.contains(&c.name) && matches!(c.ty, ColumnType::UInt64 | ColumnType::Int64)
         {
-            let path = ColumnPath::from(c.name);
             b = b
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
         } else if PLAIN_COLUMNS.contains(&c.name) {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(c.name), false);
+            b = b.set_column_dictionary_enabled(path, false);
         }
     }
     b.build()
