@@ -210,7 +210,8 @@ impl Live {
 
 /// How many events ahead pairing asks the CPU to fetch the map entries of
 /// an event's addresses; half as far ahead, the [`Live`] of the block a
-/// deallocation or reallocation ends. Far enough for the fetch from memory to finish
+/// deallocation or reallocation ends and the slot of the ring of
+/// [`FreedAddresses`] it will compare the address with. Far enough for the fetch from memory to finish
 /// before the event comes, near enough that the lines stay in cache.
 const PREFETCH_AHEAD: usize = 16;
 
@@ -845,6 +846,7 @@ impl Partition {
                 let line: *const Live = &self.lives[live as usize];
                 address_map::prefetch(line.cast());
             }
+            self.freed.prefetch_ring(address);
         }
     }
 

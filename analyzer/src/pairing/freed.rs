@@ -87,11 +87,18 @@ impl FreedAddresses {
     }
 
     /// The event id of the deallocation whose entry is `entry` in the
+    /// generation of events `from..from + N`.
+    #[inline]
+    fn event(entry: u32, from: u64) -> u64 {
+        from + (u64::from(entry & NUMBER_MASK).wrapping_sub(from) % (2 * N))
+    }
+
+    /// The event id of the deallocation whose entry is `entry` in the
     /// generation of events `from..from + N`, and whether it is at
     /// `address`.
     #[inline]
     fn resolve(&self, entry: u32, from: u64, print: u32, address: u64) -> (u64, bool) {
-        let e = from + (u64::from(entry & NUMBER_MASK).wrapping_sub(from) % (2 * N));
+        let e = Self::event(entry, from);
         let at = entry & !NUMBER_MASK == print && self.ring[(e % N) as usize].0 == address;
         (e, at)
     }
@@ -160,6 +167,34 @@ impl FreedAddresses {
             prefetch((entry as *const u32).cast());
         }
     }
+
+    /// Asks the CPU to fetch the ring slot that [`FreedAddresses::record`]
+    /// will read for `address`: that of the newer generation's first entry
+    /// on `address`'s probe with its fingerprint, which is usually the
+    /// address's own last deallocation (programs free the same addresses
+    /// again and again), at a place in the ring as random as the event.
+    /// Reads the table where [`FreedAddresses::prefetch`] fetched it some
+    /// events earlier; looks at the probe's first entries only.
+    #[inline]
+    pub fn prefetch_ring(&self, address: u64) {
+        if self.newer.is_empty() {
+            return;
+        }
+        let (mut i, print) = self.home(address);
+        for _ in 0..4 {
+            let entry = self.newer[i];
+            if entry == UNUSED {
+                return;
+            }
+            if entry & !NUMBER_MASK == print {
+                let slot: *const (u64, u64) =
+                    &self.ring[(Self::event(entry, self.since) % N) as usize];
+                prefetch(slot.cast());
+                return;
+            }
+            i = (i + 1) % TABLE_LEN;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,8 +206,12 @@ mod tests {
     #[test]
     fn remembers_the_last_deallocations_exactly() {
         let mut freed = FreedAddresses::default();
+        // Prefetching reads the tables, whether allocated yet or not.
+        freed.prefetch_ring(0x10);
         assert_eq!(freed.last(0x10, 0), None);
         freed.record(0x10, 1, 5);
+        freed.prefetch_ring(0x10);
+        freed.prefetch_ring(0x20);
         freed.record(0x10, 2, 6);
         assert_eq!(freed.last(0x10, 7), Some(2));
         assert_eq!(freed.last(0x20, 7), None);
