@@ -34,19 +34,12 @@ from pathlib import Path
 
 import duckdb
 
+from turns import alternate
+
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ["leaks", "lifetime_histogram", "type_hotspots"]
 # The tables whose encoding `convert` spends its time on.
 BIG_TABLES = ["events", "allocations"]
-
-
-def alternate(runs: int, first, second) -> None:
-    """Calls `first` and `second` `runs` times each, taking turns, each
-    going first every other time, so that a change in the host's load
-    falls on both alike."""
-    for run in range(runs):
-        for timed in (first, second) if run % 2 == 0 else (second, first):
-            timed()
 
 
 def memscope_ms(binary: Path, dataset: Path, query: str) -> tuple[float, int]:
