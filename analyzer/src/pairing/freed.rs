@@ -46,7 +46,9 @@ const PRINT_MASK: u32 = (1 << 12) - 1;
 /// write to the ring and one to a 2 MiB table, which the caller can
 /// [`prefetch`](FreedAddresses::prefetch), and forgetting costs no lookup.
 /// An address has at most one entry per generation: deallocating it again
-/// in the same generation overwrites the entry.
+/// in the same generation overwrites the entry, once a read of the ring
+/// slot it names has confirmed the address, which the caller can
+/// [`prefetch`](FreedAddresses::prefetch_ring) too.
 #[derive(Debug)]
 pub struct FreedAddresses {
     /// For the deallocations at events `since..since + N`, the last at
