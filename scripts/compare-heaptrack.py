@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,17 +50,18 @@ class Run:
 def timed(command: list) -> Run:
     """Runs `command` with its output to /dev/null and times it; exits
     with its error output when it fails."""
-    start = time.perf_counter()
-    with subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    ) as child:
-        # wait4 gives this child's own resource use, not that of all children.
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        errors = child.stderr.read().decode(errors="replace")
-    if child.returncode != 0:
-        sys.exit(f"{' '.join(map(str, command))} failed ({child.returncode}):\n{errors}")
+    # Error output to a file, not a pipe: the child never blocks on it.
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr) as child:
+            # wait4 gives this child's own resource use, not all children's.
+            _, status, usage = os.wait4(child.pid, 0)
+            wall = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            stderr.seek(0)
+            errors = stderr.read().decode(errors="replace")
+            sys.exit(f"{' '.join(map(str, command))} failed ({child.returncode}):\n{errors}")
     return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
 
 

@@ -211,8 +211,9 @@ impl Live {
 /// How many events ahead pairing asks the CPU to fetch the map entries of
 /// an event's addresses; half as far ahead, the [`Live`] of the block a
 /// deallocation or reallocation ends and the slot of the ring of
-/// [`FreedAddresses`] it will compare the address with. Far enough for the fetch from memory to finish
-/// before the event comes, near enough that the lines stay in cache.
+/// [`FreedAddresses`] it will compare the address with. Far enough for the
+/// fetch from memory to finish before the event comes, near enough that
+/// the lines stay in cache.
 const PREFETCH_AHEAD: usize = 16;
 
 /// How an allocation ended.
