@@ -318,7 +318,7 @@ async fn run_flamegraph(args: FlamegraphArgs, limit: MemoryLimit) -> Result<()> 
     if !args.quiet {
         progress::enable();
     }
-    let input = Input::open_within(&args.trace, limit, Reads::all())?;
+    let input = Input::open_within(&args.trace, limit, fixed_sql_reads())?;
     input.require_one_run("flamegraph")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
@@ -373,13 +373,13 @@ async fn run_report(args: ReportArgs, limit: MemoryLimit) -> Result<()> {
     }
     let options =
         report::Options { top: args.top.or(file.report.top).unwrap_or(10), temporary, budgets };
-    let input = Input::open_within(&args.trace, limit, Reads::all())?;
+    let input = Input::open_within(&args.trace, limit, fixed_sql_reads())?;
     input.require_one_run("report")?;
     warn(&args.trace, input.warnings(), args.quiet);
     let ctx = input.session().await?;
     let baseline = match &args.baseline {
         Some(path) => {
-            let base = Input::open_within(path, limit, Reads::all())?;
+            let base = Input::open_within(path, limit, fixed_sql_reads())?;
             base.require_one_run("report --baseline")?;
             warn(path, base.warnings(), args.quiet);
             Some((path.as_path(), base.session().await?))
@@ -440,10 +440,10 @@ async fn run_diff(args: DiffArgs, limit: MemoryLimit) -> Result<()> {
     if args.format == Format::Parquet && args.output.is_none() {
         Destination::choose(None, args.format, 1)?;
     }
-    let base = Input::open_within(&args.base, limit, Reads::all())?;
+    let base = Input::open_within(&args.base, limit, fixed_sql_reads())?;
     base.require_one_run("diff")?;
     warn(&args.base, base.warnings(), args.quiet);
-    let new = Input::open_within(&args.new, limit, Reads::all())?;
+    let new = Input::open_within(&args.new, limit, fixed_sql_reads())?;
     new.require_one_run("diff")?;
     warn(&args.new, new.warnings(), args.quiet);
     let mut changes = diff::changes(&base.session().await?, &new.session().await?).await?;
@@ -508,6 +508,14 @@ async fn run_tables(args: TablesArgs, limit: MemoryLimit) -> Result<()> {
     let dest = Destination::choose(None, args.format, 1)?;
     output::write_results(&[result], args.format, &dest, false)?;
     Ok(())
+}
+
+/// What `report`, `diff` and `flamegraph` read of a trace's big tables:
+/// all but `events`, a row per event, the biggest (their SQL reads
+/// `allocations` and `anomalies`). Not built, it is not written to disk
+/// either when the tables outgrow their share of `--memory-limit`.
+fn fixed_sql_reads() -> Reads {
+    Reads::all().without("events")
 }
 
 /// Rows of each table of a trace or dataset.

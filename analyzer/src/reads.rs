@@ -146,6 +146,13 @@ impl Reads {
         }
     }
 
+    /// These reads, but none of big table `table`: it is not built, and a
+    /// query that scans it fails (see [`PartialTable`]).
+    pub fn without(mut self, table: &str) -> Reads {
+        self.reads.retain(|r| r.table.name != table);
+        self
+    }
+
     /// What is read of big table `table`; `None` when it is not read (or is
     /// not a big table).
     pub fn get(&self, table: &str) -> Option<&TableRead> {
@@ -502,6 +509,17 @@ mod tests {
 
     fn names(read: &TableRead) -> Vec<&'static str> {
         read.columns.iter().map(|&i| read.table.columns[i].name).collect()
+    }
+
+    #[test]
+    fn without_a_table_reads_the_others_whole() {
+        let r = Reads::all().without("events");
+        assert!(r.get("events").is_none());
+        assert!(!r.wants("events"));
+        for table in ["allocations", "anomalies"] {
+            assert!(r.get(table).is_some_and(TableRead::is_all), "{table}");
+        }
+        assert!(r.wants("threads"));
     }
 
     #[test]
