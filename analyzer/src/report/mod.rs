@@ -22,7 +22,7 @@ use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 use serde::{Deserialize, Serialize};
 
 use self::budget::{Budget, Column, Metric, MetricRef, Unit};
@@ -458,8 +458,15 @@ async fn live_bytes(ctx: &SessionContext) -> Result<()> {
         return Ok(());
     }
     let context = "computing the report's live bytes";
-    let frame = ctx
-        .sql(
+    // The window's rows come in time order, and peers share their sum. In
+    // one partition the GROUP BY takes them a timestamp at a time as they
+    // come; in several, DataFusion deals them out to the partitions and
+    // hashes every timestamp again (at 10.9 M events: 4.7 s against 1.9 s).
+    // The sorts below the window still read the table's partitions at once.
+    let mut state = ctx.state();
+    state.config_mut().options_mut().execution.target_partitions = 1;
+    let plan = state
+        .create_logical_plan(
             "WITH d AS (SELECT alloc_ts_ns AS ts, size * weight AS delta FROM allocations
                         UNION ALL SELECT free_ts_ns, -(size * weight) FROM allocations WHERE free_ts_ns IS NOT NULL),
                   r AS (SELECT ts, SUM(delta) OVER (ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS live FROM d)
@@ -467,6 +474,7 @@ async fn live_bytes(ctx: &SessionContext) -> Result<()> {
         )
         .await
         .map_err(|e| Error::engine(context, e))?;
+    let frame = DataFrame::new(state, plan);
     let planned = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await.map_err(|e| Error::engine(context, e))?;
     // The batches' own schema where there are any: its nullability can be
