@@ -74,20 +74,20 @@ summary AS (
     FROM gaps
     GROUP BY at, sort_key, at_ns
 ),
-rss_at AS (
-    SELECT p.at, MAX(r.ts_ns) AS ts_ns
-    FROM points p JOIN rss r ON r.ts_ns <= p.at_ns
-    GROUP BY p.at
-),
-rss_value AS (
-    SELECT ra.at, MAX(r.rss_bytes) AS rss_bytes
-    FROM rss_at ra JOIN rss r ON r.ts_ns = ra.ts_ns
-    GROUP BY ra.at
+-- The RSS sample at or before each moment: the latest one, the largest of
+-- those at that time. Read from `summary`, so that the peak above is
+-- found once (a second reading of `points` would sort every event again).
+with_rss AS (
+    SELECT s.*, r.ts_ns AS rss_ts_ns, r.rss_bytes,
+           ROW_NUMBER() OVER (PARTITION BY s.at
+                              ORDER BY r.ts_ns DESC NULLS LAST, r.rss_bytes DESC NULLS LAST) AS n
+    FROM summary s
+    LEFT JOIN rss r ON r.ts_ns <= s.at_ns
 )
-SELECT s.at, s.at_ns, s.live_blocks, s.live_bytes, s.free_bytes, s.largest_gap_bytes,
-       CASE WHEN s.free_bytes = 0 THEN NULL
-            ELSE 1.0 - CAST(s.largest_gap_bytes AS DOUBLE) / CAST(s.free_bytes AS DOUBLE) END AS fragmentation,
-       v.rss_bytes
-FROM summary s
-LEFT JOIN rss_value v ON v.at = s.at
-ORDER BY s.sort_key;
+SELECT at, at_ns, live_blocks, live_bytes, free_bytes, largest_gap_bytes,
+       CASE WHEN free_bytes = 0 THEN NULL
+            ELSE 1.0 - CAST(largest_gap_bytes AS DOUBLE) / CAST(free_bytes AS DOUBLE) END AS fragmentation,
+       rss_bytes
+FROM with_rss
+WHERE n = 1
+ORDER BY sort_key;
