@@ -146,6 +146,33 @@ fn fragmentation_query() {
 }
 
 #[test]
+fn fragmentation_reads_the_rss_sample_at_or_before_each_moment() {
+    let dir = temp_dir();
+    let rss = |q, rss_bytes| memscope_schema::Record::Rss { q, rss_bytes };
+    let t = write_trace(dir.path(), "rss.trace", |w| {
+        w.push(1, 1, &rss(5, 1000));
+        w.push(1, 1, &alloc(10, 0x1000, 100));
+        w.push(1, 1, &rss(12, 2000));
+        // The peak, 150 bytes live from 20 ns on; two samples at that time.
+        w.push(1, 1, &alloc(20, 0x2000, 50));
+        w.push(1, 1, &rss(20, 3000));
+        w.push(1, 1, &rss(20, 2500));
+        w.push(1, 1, &rss(25, 4000));
+        // The end: the last event, at 30 ns; the sample after it is not read.
+        w.push(1, 1, &free(30, 0x2000));
+        w.push(1, 1, &rss(40, 5000));
+    });
+    let got: Vec<(String, String, String)> = rows(&t, &query_file("fragmentation.sql"))
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[7].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [("peak".into(), "20".into(), "3000".into()), ("end".into(), "30".into(), "4000".into())]
+    );
+}
+
+#[test]
 fn fragmentation_without_free_space_is_null() {
     let dir = temp_dir();
     let t = write_trace(dir.path(), "one.trace", |w| w.push(1, 1, &alloc(5, 0x1000, 64)));
