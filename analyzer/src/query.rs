@@ -59,6 +59,21 @@ pub struct SqlSource {
 }
 
 impl SqlSource {
+    /// The built-in query `name` (see [`BUILTIN_QUERIES`]), whatever files
+    /// the working directory holds: for the analyzer's own use of its
+    /// queries (the report), which a file named like one must not replace.
+    ///
+    /// # Panics
+    ///
+    /// When no built-in query is named `name` (a bug).
+    pub fn builtin(name: &str) -> SqlSource {
+        let &(name, text) = BUILTIN_QUERIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no built-in query {name}"));
+        SqlSource { name: name.to_string(), origin: Origin::Builtin(name), text: text.to_string() }
+    }
+
     /// Resolves the `n`-th (from 1) `--sql` argument: an existing file; else
     /// a built-in query name (`leaks`, `queries/leaks.sql`, …); else, if it
     /// looks like a file name (ends in `.sql`), an error; else SQL text.

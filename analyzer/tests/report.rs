@@ -147,6 +147,17 @@ fn totals_are_exact() {
 }
 
 #[test]
+fn files_named_like_built_in_queries_do_not_change_the_report() {
+    let f = Fixture::new();
+    let before = f.json(&[]);
+    // The report runs its own queries, whatever `--sql NAME` would find.
+    for name in ["fragmentation", "lifetime_histogram"] {
+        std::fs::write(f.path(name), "SELECT 1 AS x FROM events").unwrap();
+    }
+    assert_eq!(f.json(&[]), before);
+}
+
+#[test]
 fn temporary_is_parameterised() {
     let f = Fixture::new();
     // Within 100 ns: B (50 ns); C lived 100 ns but was reallocated.

@@ -619,7 +619,7 @@ pub(crate) async fn groups(ctx: &SessionContext, by: Column) -> Result<Vec<Group
 }
 
 async fn lifetime_histogram(ctx: &SessionContext) -> Result<Vec<Bucket>> {
-    let source = query::SqlSource::resolve("lifetime_histogram", 1)?;
+    let source = query::SqlSource::builtin("lifetime_histogram");
     let batches = query::run(ctx, &source).await?.pop().map(|r| r.batches).unwrap_or_default();
     let rows = Rows::from_batches("lifetime histogram", batches);
     let status = rows.string("status")?;
@@ -723,7 +723,7 @@ fn fold(rows: &Rows, n: usize, start: Option<f64>) -> Result<Vec<Option<f64>>> {
 }
 
 async fn fragmentation(ctx: &SessionContext) -> Result<Vec<Fragmentation>> {
-    let source = query::SqlSource::resolve("fragmentation", 1)?;
+    let source = query::SqlSource::builtin("fragmentation");
     let batches = query::run(ctx, &source).await?.pop().map(|r| r.batches).unwrap_or_default();
     let rows = Rows::from_batches("fragmentation", batches);
     let at = rows.string("at")?;
