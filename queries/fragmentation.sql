@@ -34,8 +34,9 @@
 --   free_bytes         total size of the gaps below 64 MiB, in bytes
 --   largest_gap_bytes  the largest such gap, in bytes
 --   fragmentation      1 - largest_gap_bytes / free_bytes, from 0 to 1
---   rss_bytes          the RSS sample at or before the moment, in bytes; NULL
---                      when there is none
+--   rss_bytes          the RSS sample at or before the moment (the latest; the
+--                      largest of those at that time), in bytes; NULL when
+--                      there is none
 WITH deltas AS (
     SELECT alloc_ts_ns AS ts_ns, 1 AS ord, CAST(size AS BIGINT) AS delta FROM allocations
     UNION ALL
@@ -74,12 +75,13 @@ summary AS (
     FROM gaps
     GROUP BY at, sort_key, at_ns
 ),
--- The RSS sample at or before each moment: the latest one, the largest of
--- those at that time. Read from `summary`, so that the peak above is
--- found once (a second reading of `points` would sort every event again).
+-- The RSS sample at or before each moment (one summary row per `at` and
+-- `at_ns`; a dataset of several runs has an 'end' per run). Read from
+-- `summary`, so that the peak above is found once: a second reading of
+-- `points` would sort every event again.
 with_rss AS (
     SELECT s.*, r.ts_ns AS rss_ts_ns, r.rss_bytes,
-           ROW_NUMBER() OVER (PARTITION BY s.at
+           ROW_NUMBER() OVER (PARTITION BY s.at, s.at_ns
                               ORDER BY r.ts_ns DESC NULLS LAST, r.rss_bytes DESC NULLS LAST) AS n
     FROM summary s
     LEFT JOIN rss r ON r.ts_ns <= s.at_ns

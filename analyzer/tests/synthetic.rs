@@ -148,7 +148,7 @@ fn fragmentation_query() {
 #[test]
 fn fragmentation_reads_the_rss_sample_at_or_before_each_moment() {
     let dir = temp_dir();
-    let rss = |q, rss_bytes| memscope_schema::Record::Rss { q, rss_bytes };
+    let rss = |q, rss_bytes| Record::Rss { q, rss_bytes };
     let t = write_trace(dir.path(), "rss.trace", |w| {
         w.push(1, 1, &rss(5, 1000));
         w.push(1, 1, &alloc(10, 0x1000, 100));
