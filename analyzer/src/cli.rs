@@ -511,9 +511,10 @@ async fn run_tables(args: TablesArgs, limit: MemoryLimit) -> Result<()> {
 }
 
 /// What `report`, `diff` and `flamegraph` read of a trace's big tables:
-/// all but `events`, a row per event, the biggest (their SQL reads
-/// `allocations` and `anomalies`). Not built, it is not written to disk
-/// either when the tables outgrow their share of `--memory-limit`.
+/// all but `events`, a row per event, the biggest (of the big tables,
+/// their SQL reads `allocations`, and the report `anomalies`). Not built,
+/// it is not written to disk either when the tables outgrow their share of
+/// `--memory-limit`.
 fn fixed_sql_reads() -> Reads {
     Reads::all().without("events")
 }

@@ -149,6 +149,7 @@ impl Reads {
     /// These reads, but none of big table `table`: it is not built, and a
     /// query that scans it fails (see [`PartialTable`]).
     pub fn without(mut self, table: &str) -> Reads {
+        debug_assert!(is_big(table), "{table} is not a big table");
         self.reads.retain(|r| r.table.name != table);
         self
     }

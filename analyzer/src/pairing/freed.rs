@@ -22,6 +22,11 @@ const N: u64 = FREED_ADDRESSES as u64;
 /// most half full.
 const TABLE_LEN: usize = 2 * FREED_ADDRESSES;
 
+/// Entries of a probe that [`FreedAddresses::prefetch_ring`] looks at: at
+/// most half full, a table holds most addresses within a few entries of
+/// their home.
+const RING_PREFETCH_PROBES: usize = 4;
+
 /// Marks an unused table entry.
 const UNUSED: u32 = u32::MAX;
 
@@ -48,7 +53,7 @@ const PRINT_MASK: u32 = (1 << 12) - 1;
 /// An address has at most one entry per generation: deallocating it again
 /// in the same generation overwrites the entry, once a read of the ring
 /// slot it names has confirmed the address, which the caller can
-/// [`prefetch`](FreedAddresses::prefetch_ring) too.
+/// [`prefetch_ring`](FreedAddresses::prefetch_ring).
 #[derive(Debug)]
 pub struct FreedAddresses {
     /// For the deallocations at events `since..since + N`, the last at
@@ -176,14 +181,15 @@ impl FreedAddresses {
     /// address's own last deallocation (programs free the same addresses
     /// again and again), at a place in the ring as random as the event.
     /// Reads the table where [`FreedAddresses::prefetch`] fetched it some
-    /// events earlier; looks at the probe's first entries only.
+    /// events earlier; looks at the probe's first [`RING_PREFETCH_PROBES`]
+    /// entries only.
     #[inline]
     pub fn prefetch_ring(&self, address: u64) {
         if self.newer.is_empty() {
             return;
         }
         let (mut i, print) = self.home(address);
-        for _ in 0..4 {
+        for _ in 0..RING_PREFETCH_PROBES {
             let entry = self.newer[i];
             if entry == UNUSED {
                 return;
