@@ -1,7 +1,6 @@
-"""Times memscope's analyzer against heaptrack_print on traces of the same
-program, side by side, in one run.
+"""Times memscope's analyzer against heaptrack_print on the same program.
 
-    python3 scripts/compare-heaptrack.py [--runs N] [--allocs N] [--threads N] [--mix small|default]
+    python3 scripts/compare-heaptrack.py [--runs N] [--allocs N] [--threads N] [--mix small|default] [--out-dir DIR]
 
 Records the allocbench workload of `scripts/measure-recorder.sh` (the
 release build of `benches/recorder`, built first) once under memscope's
@@ -16,8 +15,8 @@ turns:
 * report: `memscope-analyze report TRACE` against `heaptrack_print FILE`
   (its default report: peaks, top allocators and temporary allocations).
 
-It prints the median wall time, CPU time (user + system) and peak RSS of
-each, events analysed per second of wall time (the workload's allocation,
+It prints the median wall time and CPU time (user + system) and the
+highest peak RSS of each, events analysed per second of wall time (the workload's allocation,
 deallocation and reallocation events, the same for both tools), and the
 median of the per-run ratios of memscope's rate to heaptrack_print's.
 Needs heaptrack (Debian: `apt install heaptrack`) on the PATH.
@@ -66,8 +65,11 @@ def timed(command: list) -> Run:
 
 
 def record(command: list) -> int:
-    """Runs the workload `command` and returns the events it made."""
-    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    """Runs the workload `command` and returns the events it made; exits
+    with its output when it fails."""
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
     m = re.search(r"events=(\d+)", out.stdout)
     if not m:
         sys.exit(f"no event count from {command[0]}: {out.stdout}{out.stderr}")
@@ -85,7 +87,9 @@ def heaptrack_file(prefix: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each tool (default 5)")
-    parser.add_argument("--allocs", type=int, default=5_000_000, help="allocations of the workload")
+    parser.add_argument(
+        "--allocs", type=int, default=5_000_000, help="allocations per thread of the workload"
+    )
     parser.add_argument("--threads", type=int, default=1, help="threads of the workload")
     parser.add_argument("--mix", choices=["small", "default"], default="default")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "target" / "compare-heaptrack")
