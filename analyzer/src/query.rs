@@ -67,11 +67,17 @@ impl SqlSource {
     ///
     /// When no built-in query is named `name` (a bug).
     pub fn builtin(name: &str) -> SqlSource {
-        let &(name, text) = BUILTIN_QUERIES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("no built-in query {name}"));
-        SqlSource { name: name.to_string(), origin: Origin::Builtin(name), text: text.to_string() }
+        Self::find_builtin(name).unwrap_or_else(|| panic!("no built-in query {name}"))
+    }
+
+    /// The built-in query `name`, if there is one.
+    fn find_builtin(name: &str) -> Option<SqlSource> {
+        let &(name, text) = BUILTIN_QUERIES.iter().find(|(n, _)| *n == name)?;
+        Some(SqlSource {
+            name: name.to_string(),
+            origin: Origin::Builtin(name),
+            text: text.to_string(),
+        })
     }
 
     /// Resolves the `n`-th (from 1) `--sql` argument: an existing file; else
@@ -94,14 +100,8 @@ impl SqlSource {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
         let in_queries_dir =
             path.parent().is_none_or(|p| p.as_os_str().is_empty() || p.ends_with("queries"));
-        if let Some(&(name, text)) =
-            BUILTIN_QUERIES.iter().find(|(name, _)| *name == stem && in_queries_dir)
-        {
-            return Ok(SqlSource {
-                name: name.to_string(),
-                origin: Origin::Builtin(name),
-                text: text.to_string(),
-            });
+        if let Some(source) = Self::find_builtin(stem).filter(|_| in_queries_dir) {
+            return Ok(source);
         }
         if arg.trim_end().ends_with(".sql") || path.is_dir() {
             return Err(Error::NotFound { path: path.to_path_buf() });
